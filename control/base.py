@@ -26,5 +26,6 @@ class Controller(ABC):
 def fallback(state: VehicleState, reason: str, decel_mps2: float = 3.0) -> Control:
     """The safe output: brake at ``decel_mps2`` (within the comfort limit) and hold the steer."""
     accel = 0.0 if state.speed <= 0.0 else -abs(decel_mps2)
-    return Control(t=state.t, frame=state.frame, accel=accel, steer=state.steer, valid=False,
-                   reason=reason)
+    return Control(
+        t=state.t, frame=state.frame, accel=accel, steer=state.steer, valid=False, reason=reason
+    )

@@ -282,6 +282,8 @@ class Plan:
     :param speed: reference speed at each path point ``(N,)`` (m/s)
     :param step_m: spacing of the path points (m)
     :param horizon_s: how far ahead in time the plan is meant to be followed (s)
+    :param origin: map-frame pose ``(x, y, yaw)`` of the ego frame the plan is expressed in, so
+        a controller running faster than the planner can re-express it in the current frame
     """
 
     t: float
@@ -290,7 +292,16 @@ class Plan:
     speed: FloatArray
     step_m: float
     horizon_s: float
+    origin: tuple[float, float, float]
     valid: bool = True
+
+    def path_in(self, state: VehicleState) -> FloatArray:
+        """The path ``(N, 2)`` expressed in the ego frame of ``state``."""
+        ox, oy, oyaw = self.origin
+        c, s = np.cos(oyaw), np.sin(oyaw)
+        p = self.path
+        world = np.stack([ox + c * p[:, 0] - s * p[:, 1], oy + s * p[:, 0] + c * p[:, 1]], -1)
+        return state.to_ego(world)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,7 @@
+"""``python -m launch``: the drivestack command line."""
+
+import sys
+
+from launch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,201 @@
+"""The command line: ``run``, ``scenarios``, ``bench``.
+
+Library code logs; this module prints for people (tables, progress bars). Errors caused by input
+(a bad scenario file, an unknown map, a route that cannot be planned) print one line and exit 2,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from launch.stack import (
+    BACKENDS,
+    CONTROLLERS,
+    PERCEPTIONS,
+    PLANNERS,
+    StackConfig,
+    build_stack,
+    make_world,
+    run_episode,
+)
+from sim.errors import DrivestackError
+from sim.scenario import builtin_scenarios, load_scenario
+
+EXIT_INPUT = 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    cfg = StackConfig(args.backend, args.perception, args.planner, args.controller)
+    out = Path(args.out) if args.out else Path("runs") / _run_name(scenario.name, args.seed)
+    _check_writable(out)
+    world = make_world(cfg.backend)
+    stack = build_stack(cfg)
+    bar = None
+    if not args.quiet:
+        bar = tqdm(
+            total=None,
+            unit="step",
+            desc=scenario.name,
+            leave=False,
+            file=sys.stderr,
+            mininterval=0.5,
+        )
+
+    def tick(obs: Any) -> None:
+        if bar is not None:
+            bar.update(1)
+            if obs.frame % 40 == 0:
+                bar.set_postfix(t=f"{obs.t:.0f}s", v=f"{obs.ego.speed:.1f}m/s")
+
+    try:
+        run = run_episode(world, stack, scenario, args.seed, args.max_steps, tick)
+    finally:
+        if bar is not None:
+            bar.close()
+        world.close()
+    result = run.result.to_dict()
+    if run.stopped_early:
+        result["status"] = f"Stopped after --max-steps {args.max_steps}"
+    result["wall_time_s"] = round(run.wall_time_s, 3)
+    result["stack"] = cfg.to_dict()
+    _write_json(out / "result.json", result)
+    _write_json(
+        out / "config.json",
+        {"stack": cfg.to_dict(), "seed": args.seed, "scenario": scenario.model_dump(mode="json")},
+    )
+    print(_result_table(result))
+    print(f"wrote {out / 'result.json'}")
+    return 0
+
+
+def _cmd_scenarios(args: argparse.Namespace) -> int:
+    rows = []
+    for name in builtin_scenarios():
+        sc = load_scenario(name)
+        rows.append((name, sc.map, sc.description))
+    width = max(len(r[0]) for r in rows) if rows else 10
+    mwidth = max(len(r[1]) for r in rows) if rows else 10
+    print(f"{'scenario':<{width}}  {'map':<{mwidth}}  description")
+    for name, m, desc in rows:
+        print(f"{name:<{width}}  {m:<{mwidth}}  {desc}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from launch.bench import bench_sim
+
+    if args.what == "sim":
+        print(bench_sim(args.map, args.vehicles, args.pedestrians, args.steps, args.seed))
+    return 0
+
+
+def _run_name(scenario: str, seed: int) -> str:
+    return f"{scenario}__seed{seed}__{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DrivestackError(f"--out {out}: cannot write there ({exc.strerror})") from exc
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # never leave a half-written result behind
+
+
+def _result_table(r: dict[str, Any]) -> str:
+    lines = [
+        f"scenario          {r['scenario']}  (seed {r['seed']}, map {r['map']})",
+        f"status            {r['status']}",
+        f"driving score     {r['driving_score']:.1f}",
+        f"route completion  {r['route_completion']:.1f} %  of {r['route_length_m']:.0f} m",
+        f"penalty           {r['infraction_penalty']:.3f}",
+        f"sim time          {r['sim_time_s']:.1f} s in {r['steps']} steps "
+        f"({r['wall_time_s']:.1f} s wall)",
+    ]
+    counts = {k: v for k, v in r["infraction_counts"].items() if v}
+    if counts:
+        lines.append("infractions       " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    else:
+        lines.append("infractions       none")
+    if r["outside_route_lanes_pct"] > 0:
+        lines.append(f"outside lanes     {r['outside_route_lanes_pct']:.2f} % of the route")
+    speeding = [e for e in r["events"] if e["type"] == "speeding"]
+    if speeding:
+        lines.append(f"speeding          {len(speeding)} interval(s) (reported, not scored)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m launch", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one scenario headless and score it")
+    run.add_argument("scenario", help="a built-in scenario name or a path to a YAML file")
+    run.add_argument("--backend", choices=BACKENDS, default="embedded")
+    run.add_argument("--perception", choices=PERCEPTIONS, default="ground-truth")
+    run.add_argument("--planner", choices=PLANNERS, default="rules")
+    run.add_argument("--controller", choices=CONTROLLERS, default="pid")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", help="directory for result.json (default runs/<run-name>)")
+    run.add_argument(
+        "--max-steps", type=_positive_int, default=None, help="stop after this many steps"
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    scen = sub.add_parser("scenarios", help="list the built-in scenarios")
+    scen.set_defaults(func=_cmd_scenarios)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench.add_argument("what", choices=("sim",))
+    bench.add_argument("--map", default="town_grid")
+    bench.add_argument("--vehicles", type=int, default=30)
+    bench.add_argument("--pedestrians", type=int, default=20)
+    bench.add_argument("--steps", type=_positive_int, default=2000)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except DrivestackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,366 @@
+"""The rule-based planner: the baseline every learned planner is compared with.
+
+Path: the route's centreline ahead, shifted into the lane on the left to pass a vehicle that
+stands in the ego's lane when that lane is free. Speed: IDM towards the smallest of the speed
+limit, the speed the path's curvature allows and the limits ahead, with the gap to whichever
+comes first of the leader on the path, a red (or stoppable yellow) light's stop line, or a stop
+sign's stop line the ego has not yet stood at. At stop and yield signs the ego enters the
+junction only when no vehicle is moving in it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.dynamics import idm_accel
+from sim.messages import (
+    ActorKind,
+    FloatArray,
+    LightState,
+    PerceptionOutput,
+    Plan,
+    RouteAhead,
+    SignType,
+    VehicleParams,
+    VehicleState,
+)
+
+
+@dataclass(frozen=True)
+class RulePlannerSettings:
+    horizon_m: float = 60.0
+    step_m: float = 1.0
+    horizon_s: float = 4.0
+    a_max: float = 2.0  # IDM maximum acceleration (m/s²), the MPC's comfort bound
+    b_comf: float = 3.0  # IDM comfortable deceleration (m/s²)
+    s0: float = 3.0  # IDM standstill gap behind a leader (m)
+    time_headway_s: float = 1.2
+    stop_before_line_m: float = 1.5  # where the front bumper stops before a stop line
+    yellow_decel: float = 3.0  # stop for yellow when this deceleration is enough
+    max_lateral_accel: float = 2.0  # m/s², caps speed in curves
+    corridor_margin_m: float = 0.6  # clearance beside the ego that counts as "on the path"
+    pedestrian_predict_s: tuple[float, ...] = (0.0, 1.0, 2.0)
+    pass_ramp_m: float = 15.0  # length of the lateral shift when passing
+    pass_after_stationary_s: float = 5.0  # a vehicle standing this long may be passed
+    pass_max_gap_m: float = 40.0
+    pass_junction_clearance_m: float = 30.0  # never pass one this close before a junction
+    junction_zone_m: float = 8.0  # beyond the junction's route points, vehicles count as in it
+    sign_to_line_max_m: float = 25.0  # a stop sign governs the junction within this distance
+    sign_lateral_max_m: float = 5.0  # and stands at most this far beside the lane's edge
+    stopped_speed_mps: float = 0.05
+    ego: VehicleParams = field(default_factory=VehicleParams)
+
+
+class RulePlanner:
+    """``update(perception, route, ego) -> Plan``."""
+
+    def __init__(self, settings: RulePlannerSettings = RulePlannerSettings()) -> None:
+        self.cfg = settings
+        self.reset()
+
+    def reset(self) -> None:
+        self._stationary_since: dict[int, float] = {}
+        self._stood_at: set[float] = set()  # route distances of stop lines already stood at
+        # route distance of a signed stop line -> (sign type, junction id, sign id)
+        self._sign_lines: dict[float, tuple[SignType, int, int]] = {}
+        self._passing: int | None = None
+        self.reason = ""  # what limited the speed last update, for people reading logs
+        self._stop_why = ""
+
+    # --------------------------------------------------------------------------------- update
+    def update(self, perception: PerceptionOutput, route: RouteAhead, ego: VehicleState) -> Plan:
+        cfg = self.cfg
+        p = cfg.ego
+        n = max(2, min(len(route.xy), int(cfg.horizon_m / route.step_m) + 1))
+        base = route.xy[:n]  # (n, 2) ego frame
+        s = np.arange(n, dtype=np.float64) * route.step_m  # (n,) distance from its first point
+        if n < 2 or not perception.valid:
+            return self._stop_plan(ego, base)
+        front = p.length_m - p.rear_overhang_m  # ego frame x of the front bumper
+        s_front = front - float(base[0, 0])  # route distance of the front bumper, roughly
+        self._track_stationary(perception)
+        offset = self._pass_offset(perception, route, base, s, ego)
+        path = _shift_left(base, offset)
+        # speed wanted: limit, curvature, limits ahead
+        limit_now = perception.speed_limit_mps or float(route.speed_limit_mps[0])
+        limits = np.minimum(route.speed_limit_mps[:n], max(limit_now, 0.1))
+        limits[0] = limit_now
+        curv = np.abs(_curvature(path))
+        v_curve = np.sqrt(cfg.max_lateral_accel / np.maximum(curv, 1e-4))
+        cap = np.minimum(limits, v_curve)
+        reach = np.sqrt(cap**2 + 2 * cfg.b_comf * np.maximum(s - s_front, 0.0))  # brake to cap
+        v_desired = float(max(np.min(reach), 0.1))
+        # gaps: leader, lights, stop signs
+        gap, v_lead = self._leader_gap(perception, path, s, ego, s_front)
+        gap_stop = self._stop_gap(perception, route, base, s, ego, s_front)
+        self.reason = f"leader gap {gap:.1f} m" if math.isfinite(gap) else "free"
+        if gap_stop < gap:
+            gap, v_lead = gap_stop, 0.0
+            self.reason = f"stop line gap {gap:.1f} m ({self._stop_why})"
+        acc = float(
+            idm_accel(
+                np.array(ego.speed),
+                np.array(v_desired),
+                np.array(gap),
+                np.array(ego.speed - v_lead),
+                cfg.a_max,
+                cfg.b_comf,
+                cfg.s0,
+                cfg.time_headway_s,
+            )
+        )
+        acc = max(acc, -p.max_decel_mps2)
+        v2 = ego.speed**2 + 2.0 * acc * s
+        speed = np.minimum(np.sqrt(np.maximum(v2, 0.0)), cap)
+        if acc < 0.0:
+            speed[0] = max(ego.speed + acc * 0.5, 0.0)
+        return Plan(
+            perception.t,
+            perception.frame,
+            path,
+            speed,
+            route.step_m,
+            cfg.horizon_s,
+            (ego.x, ego.y, ego.yaw),
+        )
+
+    def _stop_plan(self, ego: VehicleState, base: FloatArray) -> Plan:
+        path = base if len(base) >= 2 else np.array([[0.0, 0.0], [1.0, 0.0]])
+        return Plan(
+            ego.t,
+            ego.frame,
+            path,
+            np.zeros(len(path)),
+            self.cfg.step_m,
+            self.cfg.horizon_s,
+            (ego.x, ego.y, ego.yaw),
+        )
+
+    # ------------------------------------------------------------------------------ helpers
+    def _track_stationary(self, perception: PerceptionOutput) -> None:
+        seen = set()
+        for o in perception.objects:
+            seen.add(o.id)
+            if o.speed < 0.2:
+                self._stationary_since.setdefault(o.id, perception.t)
+            else:
+                self._stationary_since.pop(o.id, None)
+        for k in list(self._stationary_since):
+            if k not in seen:
+                del self._stationary_since[k]
+
+    def _on_path(
+        self, path: FloatArray, s: FloatArray, x: float, y: float, half_width: float
+    ) -> float | None:
+        """Distance along ``path`` of a point inside the ego's corridor, else None."""
+        d2 = (path[:, 0] - x) ** 2 + (path[:, 1] - y) ** 2
+        i = int(np.argmin(d2))
+        corridor = self.cfg.ego.width_m / 2 + half_width + self.cfg.corridor_margin_m
+        if d2[i] > corridor**2 or (i == len(path) - 1 and d2[i] > 1.0):
+            return None
+        return float(s[i])
+
+    def _leader_gap(
+        self,
+        perception: PerceptionOutput,
+        path: FloatArray,
+        s: FloatArray,
+        ego: VehicleState,
+        s_front: float,
+    ) -> tuple[float, float]:
+        best, v_best = math.inf, 0.0
+        for o in perception.objects:
+            if o.kind == ActorKind.PEDESTRIAN:
+                for t in self.cfg.pedestrian_predict_s:
+                    px = o.x + o.speed * math.cos(o.yaw) * t
+                    py = o.y + o.speed * math.sin(o.yaw) * t
+                    at = self._on_path(path, s, px, py, 0.4)
+                    if at is not None and at > s_front - 1.0:
+                        gap = at - s_front - 0.3
+                        if gap < best:
+                            best, v_best = gap, 0.0
+                continue
+            rel = abs(math.remainder(o.yaw, math.pi))  # 0 along, π/2 across the path
+            half = o.width / 2 if rel < math.pi / 4 else o.length / 2
+            at = self._on_path(path, s, o.x, o.y, half)
+            if at is None or at < s_front - 1.0:
+                continue
+            along = o.length / 2 if rel < math.pi / 4 else o.width / 2
+            gap = at - s_front - along
+            if gap < best:
+                best = gap
+                v_best = max(o.speed * math.cos(o.yaw), 0.0)
+        return best, v_best
+
+    def _stop_gap(
+        self,
+        perception: PerceptionOutput,
+        route: RouteAhead,
+        base: FloatArray,
+        s: FloatArray,
+        ego: VehicleState,
+        s_front: float,
+    ) -> float:
+        cfg = self.cfg
+        best = math.inf
+        for lt in perception.lights:
+            at = self._on_path(base, s, lt.stop_x, lt.stop_y, 1.0)
+            if at is None or at < s_front - 0.5:
+                continue
+            dist = at - s_front
+            stop = lt.state in (LightState.RED, LightState.UNKNOWN) or (
+                lt.state == LightState.YELLOW
+                and ego.speed**2 <= 2 * cfg.yellow_decel * max(dist - cfg.stop_before_line_m, 0.01)
+            )
+            if stop and self._line_gap(dist) < best:
+                best = self._line_gap(dist)
+                self._stop_why = f"light {lt.id} {lt.state.name.lower()}"
+        # Signs are remembered by the route distance of their stop line: a camera loses a
+        # roadside sign in the last metres before it, the obligation stays.
+        for sg in perception.signs:
+            if sg.type in (SignType.STOP, SignType.YIELD):
+                line_s, junction = self._junction_after(route, base, s, sg.x, sg.y)
+                if line_s is not None:
+                    key = round(route.s0_m + line_s, 1)
+                    if not any(abs(key - k) < 3.0 for k in self._sign_lines):
+                        self._sign_lines[key] = (sg.type, junction, sg.id)
+        for key, (kind, junction, sign_id) in list(self._sign_lines.items()):
+            dist = key - route.s0_m - s_front
+            if dist < -10.0:
+                del self._sign_lines[key]
+                self._stood_at.discard(key)
+                continue
+            if kind == SignType.STOP and key not in self._stood_at:
+                if ego.speed < cfg.stopped_speed_mps and dist < 4.0:
+                    self._stood_at.add(key)
+                else:
+                    if self._line_gap(dist) < best:
+                        best = self._line_gap(dist)
+                        self._stop_why = f"stop sign {sign_id}"
+                    continue
+            pts = base[route.junction[: len(base)] == junction]
+            busy = dist > -1.0 and not self._junction_clear(perception, pts)
+            if busy and self._line_gap(dist) < best:
+                best = self._line_gap(dist)
+                self._stop_why = f"junction busy after sign {sign_id}"
+        return best
+
+    def _line_gap(self, dist_to_line: float) -> float:
+        """IDM gap that brings the front bumper to rest ``stop_before_line_m`` before a line."""
+        return max(dist_to_line - self.cfg.stop_before_line_m + self.cfg.s0, 0.05)
+
+    def _junction_after(
+        self, route: RouteAhead, base: FloatArray, s: FloatArray, x: float, y: float
+    ) -> tuple[float | None, int]:
+        """Distance along ``base`` where the junction after a sign begins, and its id."""
+        d2 = (base[:, 0] - x) ** 2 + (base[:, 1] - y) ** 2
+        i_sign = int(np.argmin(d2))
+        if d2[i_sign] > (float(route.lane_width_m[i_sign]) / 2 + self.cfg.sign_lateral_max_m) ** 2:
+            return None, -1  # a sign for another street
+        junction = route.junction[: len(base)]
+        inside = np.flatnonzero(junction[i_sign:] >= 0)
+        if len(inside) == 0:
+            return None, -1
+        i_line = i_sign + int(inside[0])
+        if s[i_line] - s[i_sign] > self.cfg.sign_to_line_max_m:
+            return None, -1
+        return float(s[i_line]), int(junction[i_line])
+
+    def _junction_clear(self, perception: PerceptionOutput, pts: FloatArray) -> bool:
+        if len(pts) == 0:
+            return True
+        centre = pts.mean(axis=0)
+        radius = float(np.max(np.hypot(*(pts - centre).T))) + self.cfg.junction_zone_m
+        for o in perception.objects:
+            if o.kind != ActorKind.VEHICLE or o.speed < 0.5:
+                continue
+            if math.hypot(o.x - centre[0], o.y - centre[1]) < radius:
+                return False
+        return True
+
+    def _pass_offset(
+        self,
+        perception: PerceptionOutput,
+        route: RouteAhead,
+        base: FloatArray,
+        s: FloatArray,
+        ego: VehicleState,
+    ) -> FloatArray:
+        """Lateral offset (m, left) along the path that passes a standing vehicle, else zeros."""
+        cfg = self.cfg
+        offset = np.zeros(len(base))
+        target = None
+        for o in perception.objects:
+            if o.kind != ActorKind.VEHICLE:
+                continue
+            at = self._on_path(base, s, o.x, o.y, o.width / 2)
+            if at is None:
+                continue
+            standing = perception.t - self._stationary_since.get(o.id, perception.t)
+            i = min(int(at / route.step_m), len(route.left_lane) - 1)
+            ahead = route.junction[i : i + int(cfg.pass_junction_clearance_m / route.step_m)]
+            candidate = o.id == self._passing or (
+                standing >= cfg.pass_after_stationary_s
+                and at < cfg.pass_max_gap_m
+                and route.left_lane[i] != 0
+                and not np.any(ahead >= 0)
+                and route.junction[i] < 0
+            )
+            if candidate and (target is None or at < target[0]):
+                target = (at, o)
+        if target is None:
+            if self._passing is not None and not any(
+                o.id == self._passing for o in perception.objects
+            ):
+                self._passing = None
+            return offset
+        at, o = target
+        width = float(route.lane_width_m[min(int(at), len(route.lane_width_m) - 1)])
+        shifted = _shift_left(base, np.full(len(base), width))
+        if self._passing != o.id and not self._lane_free(perception, shifted, s, o.id):
+            return offset
+        self._passing = o.id
+        start = at - o.length / 2 - 8.0 - cfg.pass_ramp_m
+        end = at + o.length / 2 + 8.0
+        up = np.clip((s - start) / cfg.pass_ramp_m, 0.0, 1.0)
+        down = np.clip((end + cfg.pass_ramp_m - s) / cfg.pass_ramp_m, 0.0, 1.0)
+        ramp = np.minimum(up, down)
+        return width * (3 * ramp**2 - 2 * ramp**3)  # smoothstep: no kink in the path
+
+    def _lane_free(
+        self, perception: PerceptionOutput, lane: FloatArray, s: FloatArray, skip: int
+    ) -> bool:
+        for o in perception.objects:
+            if o.id == skip:
+                continue
+            if self._on_path(lane, s, o.x, o.y, o.width / 2 + 1.0) is not None:
+                return False
+        return True
+
+
+def _shift_left(path: FloatArray, offset: FloatArray) -> FloatArray:
+    """Shift each point of ``path`` ``(N, 2)`` by ``offset`` ``(N,)`` along its left normal."""
+    if not np.any(offset):
+        return path
+    d = np.gradient(path, axis=0)
+    norm = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)
+    nx, ny = -d[:, 1] / norm, d[:, 0] / norm
+    return np.stack([path[:, 0] + nx * offset, path[:, 1] + ny * offset], -1)
+
+
+def _curvature(path: FloatArray) -> FloatArray:
+    """Signed curvature ``(N,)`` (1/m) of a polyline sampled evenly."""
+    if len(path) < 3:
+        return np.zeros(len(path))
+    d1 = np.gradient(path, axis=0)
+    d2 = np.gradient(d1, axis=0)
+    num = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    den = np.maximum(np.hypot(d1[:, 0], d1[:, 1]) ** 3, 1e-9)
+    k = num / den
+    if len(k) < 5:
+        return k
+    # smooth over 5 m: sampled centrelines have small kinks at segment joins
+    return np.convolve(k, np.ones(5) / 5, mode="same")
