@@ -49,6 +49,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             leave=False,
             file=sys.stderr,
             mininterval=0.5,
+            disable=None,  # only on a terminal: no bar noise in logs and CI
         )
 
     def tick(obs: Any) -> None:
@@ -96,6 +97,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.what == "sim":
         print(bench_sim(args.map, args.vehicles, args.pedestrians, args.steps, args.seed))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from launch.evaluate import evaluate, format_table, parse_seeds
+
+    seeds = parse_seeds(args.seeds)
+    scenarios = args.scenarios or builtin_scenarios()
+    cfg = StackConfig(args.backend, args.perception, args.planner, args.controller)
+    out = Path(args.out) if args.out else Path("runs") / _run_name("evaluate", seeds[0])
+    _check_writable(out)
+    total = len(scenarios) * len(seeds)
+    with tqdm(total=total, unit="episode", file=sys.stderr, disable=None) as bar:
+        ev = evaluate(scenarios, seeds, cfg, out, on_episode=lambda r: bar.update(1))
+    print(format_table(ev))
+    print(f"wrote {out / 'summary.json'}")
     return 0
 
 
@@ -160,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
+
+    ev = sub.add_parser("evaluate", help="run scenarios × seeds and summarise the scores")
+    ev.add_argument("--scenarios", nargs="+", help="names or YAML paths (default: all built-in)")
+    ev.add_argument("--seeds", default="0", help="N, A..B (inclusive) or a comma list")
+    ev.add_argument("--backend", choices=BACKENDS, default="embedded")
+    ev.add_argument("--perception", choices=PERCEPTIONS, default="ground-truth")
+    ev.add_argument("--planner", choices=PLANNERS, default="rules")
+    ev.add_argument("--controller", choices=CONTROLLERS, default="pid")
+    ev.add_argument("--out", help="directory for summary.json and the episodes' result.json")
+    ev.set_defaults(func=_cmd_evaluate)
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")
     scen.set_defaults(func=_cmd_scenarios)

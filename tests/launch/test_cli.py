@@ -111,3 +111,18 @@ def test_unwritable_out_is_an_error(tmp_path: Path) -> None:
     proc = _cli("run", "stop_signs", "--out", str(blocker / "sub"), "-q")
     assert proc.returncode == 2
     assert "cannot write" in proc.stderr
+
+
+def test_evaluate_writes_a_summary_and_every_episode(tmp_path: Path) -> None:
+    proc = _cli("evaluate", "--scenarios", "stop_signs", "--seeds", "0..1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_routes"] == 2 and summary["seeds"] == [0, 1]
+    assert (tmp_path / "stop_signs__seed1" / "result.json").exists()
+    assert "mean ± 95 % interval over 2 routes" in proc.stdout
+
+
+def test_evaluate_rejects_bad_seeds(tmp_path: Path) -> None:
+    proc = _cli("evaluate", "--seeds", "5..2", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "--seeds '5..2'" in proc.stderr
