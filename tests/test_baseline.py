@@ -14,8 +14,9 @@ from sim.scenario import builtin_scenarios, load_scenario
 def test_baseline_completes_every_scenario_with_a_mean_score_of_90() -> None:
     scores = {}
     for name in builtin_scenarios():
-        run = run_episode(make_world("embedded"), build_stack(StackConfig()), load_scenario(name),
-                          seed=0)
+        run = run_episode(
+            make_world("embedded"), build_stack(StackConfig()), load_scenario(name), seed=0
+        )
         r = run.result.to_dict()
         scores[name] = r["driving_score"]
         counts = r["infraction_counts"]
