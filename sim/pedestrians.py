@@ -9,6 +9,7 @@ included) is closer to the crossing than ``gap_base_m + gap_time_s × speed``. S
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ class PedestrianSettings:
     wait_range_s: tuple[float, float] = (3.0, 20.0)
     gap_base_m: float = 15.0
     gap_time_s: float = 5.0
-    decide_every: int = 2  # ticks between decisions (wait, cross, arrive)
+    decide_every: int = 4  # ticks between decisions (wait, cross, arrive): 5 Hz at 0.05 s
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,11 @@ class Pedestrians:
         self,
         dt: float,
         rng: np.random.Generator,
-        vx: NDArray[np.float64],
-        vy: NDArray[np.float64],
-        vv: NDArray[np.float64],
+        vehicles: Callable[
+            [], tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+        ],
     ) -> None:
-        """Advance by ``dt``; ``vx, vy, vv`` are positions and speeds of all vehicles.
+        """Advance by ``dt``; ``vehicles()`` gives the x, y and speed of every vehicle.
 
         Walking is integrated every tick; waiting, gap acceptance and arrivals are decided every
         ``decide_every`` ticks.
@@ -153,7 +154,7 @@ class Pedestrians:
             return
         self.u = np.minimum(np.maximum(self.u + self.direction * self.speed * dt, 0.0), self.span)
         if self._tick % self.cfg.decide_every == 0:
-            self._decide(dt * self.cfg.decide_every, rng, vx, vy, vv)
+            self._decide(dt * self.cfg.decide_every, rng, *vehicles())
             self._update_pose()  # headings and speeds change only here
         else:
             self.x = self.ax + self.ux * self.u

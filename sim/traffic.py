@@ -36,7 +36,7 @@ class TrafficSettings:
     path_samples: int = 400  # metres of path held per vehicle
     refill_margin_m: float = 150.0  # extend the path when less than this is left
     lookahead_m: float = 60.0
-    probe_step_m: float = 2.0
+    probe_step_m: float = 3.0
     a_max: float = 1.5  # IDM maximum acceleration (m/s²)
     b_comf: float = 2.0  # IDM comfortable deceleration (m/s²)
     s0: float = 2.0  # IDM minimum gap (m)
@@ -108,6 +108,8 @@ class Traffic:
         self._tick = 0
         self._row_start = np.zeros(0, dtype=np.int64)
         self._any_lateral = False
+        self.scripted = False  # any parked or scripted vehicle
+        self._v0 = np.zeros(0)
         self._half_diagonal = np.zeros(0)
         self._gap = np.zeros(0)
         self._v_other = np.zeros(0)
@@ -168,6 +170,7 @@ class Traffic:
         self.n += 1
         self._row_start = np.arange(self.n) * k
         self._any_lateral = bool(np.any(self.lateral != 0.0))
+        self.scripted = bool(np.any(self.mode != 0))
         self._fill_path(self.n - 1, rng)
         self._update_pose()
 
@@ -244,16 +247,20 @@ class Traffic:
             self.y = self.y + np.cos(self.yaw) * self.lateral
 
     def step(
-        self, dt: float, obstacles: NDArray[np.float64], claim: Callable[[], JunctionClaim | None]
+        self,
+        dt: float,
+        obstacles: Callable[[], NDArray[np.float64]],
+        claim: Callable[[], JunctionClaim | None],
     ) -> None:
         """Advance every vehicle by ``dt``.
 
         Leaders and right of way are decided every ``decide_every`` ticks; in between, each gap
         is carried forward with its closing speed. IDM integrates every tick.
 
-        :param obstacles: ``(M, 5)`` x, y, heading, speed, half-length of things on the road that
-            are not traffic vehicles (the ego, pedestrians on the road)
-        :param claim: returns the ego's claim on a junction, if any (asked only when deciding)
+        :param obstacles: returns ``(M, 5)`` x, y, heading, speed, half-length of things on the
+            road that are not traffic vehicles (the ego, pedestrians on the road)
+        :param claim: returns the ego's claim on a junction, if any
+            (both are asked only when deciding)
         """
         if self.n == 0:
             return
@@ -261,18 +268,18 @@ class Traffic:
         front = self.s + self.length / 2.0
         if self._tick % cfg.decide_every == 0 or len(self._gap) != self.n:
             self._gap, self._v_other = self._decide(
-                obstacles, claim(), front, dt * cfg.decide_every
+                obstacles(), claim(), front, dt * cfg.decide_every
             )
+            limit = self.plimit.ravel().take(
+                self._row_start + np.minimum(front.astype(np.int64), cfg.path_samples - 1)
+            )
+            self._v0 = np.where(np.isnan(self.cruise), limit * self.v_factor, self.cruise)
         else:
             self._gap = self._gap - (self.v - self._v_other) * dt
         self._tick += 1
-        limit = self.plimit[
-            np.arange(self.n), np.minimum(front.astype(np.int64), cfg.path_samples - 1)
-        ]
-        v0 = np.where(np.isnan(self.cruise), limit * self.v_factor, self.cruise)
         acc = idm_accel(
             self.v,
-            v0,
+            self._v0,
             self._gap,
             self.v - self._v_other,
             cfg.a_max,
@@ -280,11 +287,12 @@ class Traffic:
             cfg.s0,
             cfg.time_headway_s,
         )
-        acc = np.where(np.isnan(self.forced_accel), acc, self.forced_accel)
+        if self.scripted:  # scripted braking overrides IDM; parked cars never move
+            acc = np.where(np.isnan(self.forced_accel), acc, self.forced_accel)
         acc = np.minimum(np.maximum(acc, -cfg.max_decel), cfg.a_max)
-        parked = self.mode == 1
         v_new = np.maximum(self.v + acc * dt, 0.0)
-        v_new[parked] = 0.0
+        if self.scripted:
+            v_new[self.mode == 1] = 0.0
         self.s = self.s + 0.5 * (self.v + v_new) * dt
         self.a = (v_new - self.v) / dt
         self.v = v_new
@@ -316,8 +324,11 @@ class Traffic:
         fk = np.minimum(front.astype(np.int64), last)
         fx, fy = self.px[rows, fk], self.py[rows, fk]
         dx, dy = ox[None, :] - fx[:, None], oy[None, :] - fy[:, None]  # (N, M)
-        ahead = dx * np.cos(self.yaw)[:, None] + dy * np.sin(self.yaw)[:, None] > -3.0
-        near = ahead & (dx * dx + dy * dy < (cfg.lookahead_m + 3.0) ** 2)
+        c, sn = np.cos(self.yaw)[:, None], np.sin(self.yaw)[:, None]
+        fwd = dx * c + dy * sn
+        lat = np.abs(dy * c - dx * sn)
+        # ahead, within reach, and inside a wide cone (a path bends at most ~90° in a junction)
+        near = (fwd > -3.0) & (lat < fwd + 6.0) & (dx * dx + dy * dy < (cfg.lookahead_m + 3.0) ** 2)
         near[rows, rows] = False
         ii, jj = np.nonzero(near)  # candidate (follower, obstacle) pairs
         gap_lead = np.full(self.n, np.inf)
@@ -328,7 +339,9 @@ class Traffic:
             d2 = (self.px[ii[:, None], kk] - ox[jj, None]) ** 2 + (
                 self.py[ii[:, None], kk] - oy[jj, None]
             ) ** 2
-            hit = d2 < ((self.width[ii] / 2.0 + 1.0) ** 2)[:, None]
+            # on the path: within half a width plus half a probe step and a margin of a centre
+            reach = self.width[ii] / 2.0 + 0.5 * cfg.probe_step_m + 0.5
+            hit = d2 < (reach**2)[:, None]
             found = hit.any(1)
             if found.any():
                 ii, jj, kk, hit = ii[found], jj[found], kk[found], hit[found]

@@ -203,30 +203,9 @@ class EmbeddedWorld:
             script.update(self)
         # 3. traffic
         ego_c = self._ego_box()
-        on_road = self.peds.on_road()
-        obstacles = np.concatenate(
-            [
-                np.array(
-                    [[ego_c[0], ego_c[1], self.ego[2], self.ego[3], self.cfg.ego.length_m / 2]]
-                ),
-                np.stack(
-                    [
-                        self.peds.x[on_road],
-                        self.peds.y[on_road],
-                        self.peds.yaw[on_road],
-                        self.peds.velocity[on_road],
-                        np.full(on_road.sum(), PED_LENGTH_M / 2),
-                    ],
-                    -1,
-                ),
-            ]
-        )
-        self.traffic.step(dt, obstacles, self._ego_claim)
+        self.traffic.step(dt, self._road_obstacles, self._ego_claim)
         # 4. pedestrians and respawns
-        vx = np.append(self.traffic.x, ego_c[0])
-        vy = np.append(self.traffic.y, ego_c[1])
-        vv = np.append(self.traffic.v, self.ego[3])
-        self.peds.step(dt, self.rng, vx, vy, vv)
+        self.peds.step(dt, self.rng, self._vehicles)
         for i in self.traffic.at_path_end():
             self._respawn(int(i))
         # 5. events
@@ -419,6 +398,29 @@ class EmbeddedWorld:
         p = self.cfg.ego
         d = p.length_m - p.rear_overhang_m
         return (self.ego[0] + d * math.cos(self.ego[2]), self.ego[1] + d * math.sin(self.ego[2]))
+
+    def _road_obstacles(self) -> np.ndarray:
+        """``(M, 5)`` x, y, heading, speed, half-length of the ego and pedestrians on the road."""
+        c = self._ego_box()
+        pd = self.peds
+        on_road = np.flatnonzero(pd.on_road())
+        rows = np.empty((1 + len(on_road), 5))
+        rows[0] = (c[0], c[1], self.ego[2], self.ego[3], self.cfg.ego.length_m / 2)
+        rows[1:, 0] = pd.x[on_road]
+        rows[1:, 1] = pd.y[on_road]
+        rows[1:, 2] = pd.yaw[on_road]
+        rows[1:, 3] = pd.velocity[on_road]
+        rows[1:, 4] = PED_LENGTH_M / 2
+        return rows
+
+    def _vehicles(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions and speeds of every vehicle, the ego included (for pedestrians' gaps)."""
+        c = self._ego_box()
+        return (
+            np.append(self.traffic.x, c[0]),
+            np.append(self.traffic.y, c[1]),
+            np.append(self.traffic.v, self.ego[3]),
+        )
 
     def _ego_claim(self) -> JunctionClaim | None:
         c = self._ego_box()
