@@ -18,6 +18,7 @@ from perception.ground_truth import GroundTruthPerceiver
 from planning.rules import RulePlanner
 from sim.messages import Observation, PerceptionOutput, Plan, RouteAhead, VehicleState
 from sim.scenario import Scenario
+from sim.backend import World
 from sim.world import EmbeddedWorld, EpisodeResult
 
 BACKENDS = ("embedded",)
@@ -75,7 +76,7 @@ def build_stack(cfg: StackConfig) -> Stack:
     )
 
 
-def make_world(backend: str) -> EmbeddedWorld:
+def make_world(backend: str) -> World:
     if backend != "embedded":
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     return EmbeddedWorld()
@@ -90,7 +91,7 @@ class EpisodeRun:
 
 
 def run_episode(
-    world: EmbeddedWorld,
+    world: World,
     stack: Stack,
     scenario: Scenario,
     seed: int,
