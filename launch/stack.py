@@ -16,9 +16,9 @@ from control.base import Controller
 from control.pid import PIDController
 from perception.ground_truth import GroundTruthPerceiver
 from planning.rules import RulePlanner
+from sim.backend import World
 from sim.messages import Observation, PerceptionOutput, Plan, RouteAhead, VehicleState
 from sim.scenario import Scenario
-from sim.backend import World
 from sim.world import EmbeddedWorld, EpisodeResult
 
 BACKENDS = ("embedded",)
