@@ -34,6 +34,47 @@ class SignType(IntEnum):
     YIELD = 205
 
 
+class DetectionClass(IntEnum):
+    """Object classes of camera boxes; the values are the COCO category ids of the datasets.
+
+    Vehicles and pedestrians share :class:`ActorKind`'s values; signs are split by type.
+    """
+
+    VEHICLE = 1
+    PEDESTRIAN = 2
+    TRAFFIC_LIGHT = 3
+    SPEED_LIMIT_SIGN = 4
+    STOP_SIGN = 5
+    YIELD_SIGN = 6
+
+
+SIGN_CLASS = {
+    SignType.SPEED_LIMIT: DetectionClass.SPEED_LIMIT_SIGN,
+    SignType.STOP: DetectionClass.STOP_SIGN,
+    SignType.YIELD: DetectionClass.YIELD_SIGN,
+}
+
+
+class SemanticClass(IntEnum):
+    """Per-pixel semantic ids of camera frames: CARLA 0.9.16's ``CityObjectLabel`` values (the
+    tags its semantic camera writes), so labels mean the same on both backends."""
+
+    UNLABELED = 0
+    ROAD = 1
+    SIDEWALK = 2
+    POLE = 6
+    TRAFFIC_LIGHT = 7
+    TRAFFIC_SIGN = 8
+    VEGETATION = 9
+    TERRAIN = 10
+    SKY = 11
+    PEDESTRIAN = 12
+    CAR = 14
+    TRUCK = 15
+    ROAD_LINE = 24
+    GROUND = 25
+
+
 class LightState(IntEnum):
     """State of a traffic light head, as CARLA's ``carla.TrafficLightState`` orders them."""
 
@@ -191,19 +232,29 @@ class RouteAhead:
 
 @dataclass(frozen=True)
 class CameraFrame:
-    """One camera image with exact labels (filled by the camera sensor)."""
+    """One camera image with exact labels (filled by the camera sensor; docs/camera.md).
+
+    Image coordinates are OpenCV's: pixel ``(u, v)`` has its centre at integer ``(u, v)``, so a
+    box edge at ``u`` is ``u + 0.5`` in COCO's convention. ``pose`` maps the optical frame
+    (x right, y down, z forward) into the ego frame. Box arrays are parallel, ``(B, ...)``.
+    """
 
     t: float
     frame: int
     rgb: NDArray[np.uint8]  # (H, W, 3)
     K: FloatArray  # (3, 3) pinhole intrinsics
     pose: FloatArray  # (4, 4) camera-to-ego transform
-    depth: NDArray[np.float32] | None = None  # (H, W) m
-    semantic: NDArray[np.uint8] | None = None  # (H, W) class ids
-    instance: NDArray[np.int32] | None = None  # (H, W) actor/landmark ids
-    boxes: FloatArray | None = None  # (B, 4) x0, y0, x1, y1 px
-    box_class: NDArray[np.int64] | None = None  # (B,)
-    box_id: NDArray[np.int64] | None = None  # (B,)
+    depth: NDArray[np.float32] | None = None  # (H, W) m along the optical axis; sky 1000 m
+    semantic: NDArray[np.uint8] | None = None  # (H, W) SemanticClass ids
+    instance: NDArray[np.int32] | None = None  # (H, W) actor/landmark ids, 0 for stuff
+    boxes: FloatArray | None = None  # (B, 4) x0, y0, x1, y1 px, clipped to the image
+    box_class: NDArray[np.int64] | None = None  # (B,) DetectionClass ids
+    box_id: NDArray[np.int64] | None = None  # (B,) actor or landmark id
+    box_truncation: FloatArray | None = None  # (B,) share of the box outside the image
+    box_occlusion: FloatArray | None = None  # (B,) share of its in-image pixels hidden
+    box_visible_px: NDArray[np.int64] | None = None  # (B,) pixels of it in the image
+    box_value: FloatArray | None = None  # (B,) speed limit (km/h) of a sign, else 0
+    box_state: NDArray[np.int64] | None = None  # (B,) LightState of a light, else -1
     valid: bool = True
 
 

@@ -11,9 +11,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sim.errors import ScenarioError
+from sim.render.pinhole import lowest_ray_elevation_deg
 
 BUILTIN_SCENARIOS = Path(__file__).parent / "scenarios"
 BUILTIN_MAPS = Path(__file__).parent / "maps"
@@ -98,6 +107,63 @@ class WeatherSpec(_Strict):
     wetness: float = Field(default=0.0, ge=0.0, le=100.0)
 
 
+MIN_GROUND_ELEVATION_DEG = -0.5  # a camera must see the ground at least this far below the horizon
+
+
+class CameraSpec(_Strict):
+    """A pinhole camera on the ego (docs/camera.md has the frames).
+
+    Pose in the ego frame (origin at the rear axle on the ground, x forward, y left, z up);
+    angles by the right-hand rule, so positive ``pitch_deg`` looks down and positive
+    ``yaw_deg`` looks left.
+    """
+
+    type: Literal["camera"] = "camera"
+    name: str = Field(default="front", min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    width: int = Field(default=640, gt=0, le=4096)  # px
+    height: int = Field(default=480, gt=0, le=4096)  # px
+    fov_deg: float = Field(default=90.0, gt=1.0, lt=170.0)  # horizontal field of view
+    x: float = Field(default=1.5, ge=-10.0, le=10.0)  # m ahead of the rear axle
+    y: float = Field(default=0.0, ge=-5.0, le=5.0)  # m to the left
+    z: float = Field(default=1.5, gt=0.0, le=10.0)  # m above the ground
+    roll_deg: float = Field(default=0.0, ge=-180.0, le=180.0)
+    pitch_deg: float = Field(default=5.0, ge=-90.0, le=90.0)  # positive looks down
+    yaw_deg: float = Field(default=0.0, ge=-180.0, le=180.0)  # positive looks left
+    noise_std: float = Field(default=0.0, ge=0.0, le=64.0)  # Gaussian pixel noise, 8-bit levels
+    blur_px: float = Field(default=0.0, ge=0.0, le=20.0)  # Gaussian blur sigma, px
+
+    @field_validator("pitch_deg")
+    @classmethod
+    def _sees_the_ground(cls, pitch: float, info: ValidationInfo) -> float:
+        d = info.data
+        if not all(k in d for k in ("width", "height", "fov_deg", "roll_deg")):
+            return pitch  # another field is already wrong; that error is reported
+        low = lowest_ray_elevation_deg(d["width"], d["height"], d["fov_deg"], d["roll_deg"], pitch)
+        if low > MIN_GROUND_ELEVATION_DEG:
+            need = _min_pitch(d["width"], d["height"], d["fov_deg"], d["roll_deg"])
+            raise ValueError(
+                f"camera '{d.get('name', '?')}' looks at nothing: its lowest ray points "
+                f"{low:+.1f}° from the horizon, so it sees no ground; with this field of view "
+                f"the pitch must be above {need:.1f}° (positive looks down)"
+            )
+        return pitch
+
+
+def _min_pitch(width: int, height: int, fov_deg: float, roll_deg: float) -> float:
+    """The smallest pitch (deg) at which the camera's lowest ray reaches the ground (bisection)."""
+    lo, hi = -90.0, 90.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if (
+            lowest_ray_elevation_deg(width, height, fov_deg, roll_deg, mid)
+            > MIN_GROUND_ELEVATION_DEG
+        ):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 class Scenario(_Strict):
     """A driving scenario. See docs/scenarios.md for every field."""
 
@@ -109,9 +175,21 @@ class Scenario(_Strict):
     traffic: TrafficSpec = TrafficSpec()
     events: list[ScriptedEvent] = []
     weather: WeatherSpec = WeatherSpec()
+    sensors: list[CameraSpec] = []  # cameras rendered every tick into Observation.sensors
     timeout_s: float | None = Field(default=None, gt=0.0, le=7200.0)
     dt: float = Field(default=0.05, gt=0.0, le=0.2)
     path: Path | None = Field(default=None, exclude=True)  # the file it was read from
+
+    @field_validator("sensors")
+    @classmethod
+    def _unique_sensor_names(cls, sensors: list[CameraSpec]) -> list[CameraSpec]:
+        names = [c.name for c in sensors]
+        for n in names:
+            if names.count(n) > 1:
+                raise ValueError(
+                    f"sensor names must be unique; '{n}' is used {names.count(n)} times"
+                )
+        return sensors
 
     def map_path(self) -> Path:
         """The OpenDRIVE file: a built-in name, or a path relative to the scenario file."""

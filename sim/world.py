@@ -14,6 +14,7 @@ traffic does not change the route drawn for the same seed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -179,6 +180,11 @@ class EmbeddedWorld:
         self._hash = hashlib.sha256()
         self._record_state()
         self._last_events: tuple = ()
+        self._cameras: list[Any] = []
+        if scenario.sensors:  # rendering costs only where a scenario asks for cameras
+            from sim.camera import Camera
+
+            self._cameras = Camera.for_scenario(scenario, self.map, seed)
         return self._observe()
 
     def _plan_route(self, scenario: Scenario, rng: np.random.Generator) -> Route:
@@ -537,7 +543,7 @@ class EmbeddedWorld:
             height=height,
         )
         lights = tuple(self._light_gt[i][st] for i, st in enumerate(self.lights.state.tolist()))
-        return Observation(
+        obs = Observation(
             self.t,
             self.frame,
             ego,
@@ -545,6 +551,9 @@ class EmbeddedWorld:
             self._last_events,
             GroundTruth(actors, self._signs, lights),
         )
+        if self._cameras:
+            obs = dataclasses.replace(obs, sensors={c.name: c.render(obs) for c in self._cameras})
+        return obs
 
 
 def _event_dict(e: Event) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Rasterising the embedded world for the camera: geometry, ground, objects, textures, light."""
