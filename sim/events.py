@@ -21,15 +21,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from sim.lights import TrafficLights
 from sim.map import RoadMap
 from sim.messages import ActorKind, Event, LightState
 from sim.metrics import COMPLETION_THRESHOLD_PCT, min_speed_pct
 from sim.route import Route
+
+
+class LightStates(Protocol):
+    """What the red-light check reads of the lights: :class:`~sim.lights.TrafficLights` in the
+    embedded world, the server's light actors on CARLA (``sim.carla_backend.lights``)."""
+
+    segment_to_entry: dict[int, int]  # approach segment -> entry of ``state``
+    state: NDArray[np.int64]  # LightState per entry
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ class EventMonitor:
         self,
         road_map: RoadMap,
         route: Route,
-        lights: TrafficLights,
+        lights: LightStates,
         timeout_s: float,
         settings: EventSettings = EventSettings(),
     ) -> None:
