@@ -1,0 +1,144 @@
+"""An MCAP writer in its own process, fed through a pipe.
+
+Encoding the stages' messages stays in the loop (it reads the live messages); the derived
+channels (sim/recording/derive.py) and the container work (chunking, indexes, compression, disk
+writes) run in a child process on another core, so recording costs the loop little more than
+encoding. The child ignores Ctrl-C and finishes the file when its
+pipe closes, so a run that is interrupted, crashes or is killed still leaves a finished file
+(whose ``drivestack.end`` status is missing when the parent could not write it).
+
+Frames on the pipe: ``<B I H Q`` (opcode, payload length, channel index, log time ns) and the
+payload. Opcodes: 1 channel (payload: topic NUL schema), 2 message, 3 metadata (payload: name
+NUL JSON object), 4 close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from sim.errors import DrivestackError
+from sim.recording.writer import RecorderSettings
+
+_FRAME = struct.Struct("<BIHQ")
+_CHANNEL, _MESSAGE, _METADATA, _CLOSE = 1, 2, 3, 4
+
+
+class PipeSink:
+    """A :class:`~sim.recording.writer.Sink` that hands messages to a writer process."""
+
+    def __init__(self, path: Path, settings: RecorderSettings) -> None:
+        self.path = Path(path)
+        args = [str(self.path), json.dumps(dataclasses.asdict(settings))]
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "sim.recording.pipe", *args],
+            stdin=subprocess.PIPE,  # its stderr is ours: a failure is printed where we print
+        )
+        assert self._proc.stdin is not None
+        self._pipe: IO[bytes] = self._proc.stdin
+        self._channels: dict[str, int] = {}
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._closed = False
+
+    def write(self, topic: str, schema: str, log_time_ns: int, data: bytes) -> None:
+        channel = self._channels.get(topic)
+        if channel is None:
+            channel = self._channels[topic] = len(self._channels)
+            payload = f"{topic}\0{schema}".encode()
+            self._pending += [_FRAME.pack(_CHANNEL, len(payload), channel, 0), payload]
+        self._pending += [_FRAME.pack(_MESSAGE, len(data), channel, log_time_ns), data]
+        self._pending_bytes += len(data)
+        if self._pending_bytes > 1 << 16:  # one pipe write per ~64 KiB
+            self._flush()
+
+    def metadata(self, name: str, data: dict[str, str]) -> None:
+        payload = f"{name}\0{json.dumps(data)}".encode()
+        self._pending += [_FRAME.pack(_METADATA, len(payload), 0, 0), payload]
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        try:
+            self._pipe.write(b"".join(self._pending))
+            self._pipe.flush()
+        except BrokenPipeError:
+            raise DrivestackError(
+                f"{self.path}: the recording's writer process died: {self._child_error()}"
+            ) from None
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._pending.append(_FRAME.pack(_CLOSE, 0, 0, 0))
+            self._flush()
+            self._pipe.close()
+        except (BrokenPipeError, DrivestackError):
+            pass
+        finally:
+            try:
+                rc = self._proc.wait(timeout=120)
+            except KeyboardInterrupt:  # a second Ctrl-C: let the writer finish on its own
+                rc = self._proc.wait(timeout=120)
+        if rc != 0:
+            raise DrivestackError(
+                f"{self.path}: the recording's writer failed: {self._child_error()}"
+            )
+
+    def _child_error(self) -> str:
+        return f"exit status {self._proc.poll()} (its message is above)"
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
+    data = stream.read(n)
+    return data if len(data) == n else None
+
+
+def main(argv: list[str]) -> int:
+    """The writer process: frames from stdin into an MCAP file until close or end of input."""
+    from sim.recording.derive import DerivingSink
+    from sim.recording.writer import McapSink
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when recording stops
+    path, settings = Path(argv[0]), RecorderSettings(**json.loads(argv[1]))
+    sink = DerivingSink(McapSink(path, settings.chunk_size_bytes), settings)
+    topics: list[tuple[str, str]] = []
+    stream = sys.stdin.buffer
+    try:
+        while True:
+            head = _read_exact(stream, _FRAME.size)
+            if head is None:
+                break  # the parent is gone: finish what we have
+            op, n, channel, log_time = _FRAME.unpack(head)
+            payload = _read_exact(stream, n) if n else b""
+            if payload is None:
+                break
+            if op == _MESSAGE:
+                topic, schema = topics[channel]
+                sink.write(topic, schema, log_time, payload)
+            elif op == _CHANNEL:
+                topic, schema = payload.decode().split("\0")
+                topics.append((topic, schema))
+            elif op == _METADATA:
+                name, text = payload.decode().split("\0", 1)
+                sink.metadata(name, json.loads(text))
+            elif op == _CLOSE:
+                break
+    finally:
+        sink.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
