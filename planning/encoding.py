@@ -1,0 +1,652 @@
+"""What the RL planner sees and what its actions mean, shared by the environment and the stage.
+
+:class:`ObservationEncoder` turns ``(PerceptionOutput, RouteAhead, VehicleState)`` into one
+fixed-size ``float32`` vector (the layout is :data:`OBS_LAYOUT`; units below). It is stateful
+the way a driver is: it remembers stop lines of stop/yield signs it has seen (a camera loses a
+roadside sign in the last metres) and whether the ego has stood at them, and for how long each
+tracked object has been standing. :class:`PlanMaker` turns an action (target speed, lateral
+offset) into a smooth, kinematically feasible :class:`~sim.messages.Plan`.
+
+Both the gymnasium environment (``planning/env.py``) and :class:`planning.rl.RLPlanner` use
+these two classes, so a policy sees and acts the same in training and in the stack.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.rules import _shift_left
+from sim.messages import (
+    ActorKind,
+    DetectedLight,
+    DetectedObject,
+    FloatArray,
+    LightState,
+    PerceptionOutput,
+    Plan,
+    RouteAhead,
+    SignType,
+    VehicleParams,
+    VehicleState,
+)
+
+# ---------------------------------------------------------------------------------- layout
+ROUTE_POINTS_M: tuple[float, ...] = (2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 65.0, 80.0)
+N_OBJECTS = 6
+EGO_FEATURES = (
+    "speed_mps",
+    "accel_mps2",
+    "steer_rad",
+    "speed_limit_mps",
+    "lateral_offset_m",  # ego rear axle left of the route centreline
+    "heading_error_rad",  # ego heading minus the route's
+    "prev_speed_action",
+    "prev_offset_action",
+    "remaining_m",  # route left, capped at 100 m
+)
+ROUTE_FEATURES = ("x_m", "y_m", "speed_limit_mps", "in_junction", "left_lane")
+OBJECT_FEATURES = (
+    "present",
+    "is_vehicle",
+    "is_pedestrian",
+    "s_m",  # along the route from the ego's front bumper
+    "d_m",  # left of the route centreline
+    "x_m",  # ego frame
+    "y_m",
+    "cos_rel_yaw",
+    "sin_rel_yaw",
+    "speed_mps",
+    "standing_s",  # how long it has stood still (capped at 10 s)
+)
+LEADER_FEATURES = (
+    "present",
+    "gap_m",  # bumper to bumper along the path (capped at 100 m)
+    "speed_mps",  # its speed along the path
+    "stop_speed_mps",  # the speed from which the ego stops in the gap at the comfort decel
+    "standing_s",
+    "left_lane_kind",  # +1 same direction, -1 opposite, 0 none, at the leader
+    "left_lane_free",  # no object within the passing corridor
+    "junction_near",  # a junction within 30 m of the leader
+)
+LIGHT_FEATURES = (
+    "present",
+    "red",
+    "yellow",
+    "green",
+    "unknown",
+    "distance_m",  # front bumper to its stop line along the route (capped at 100 m)
+    "stop_speed_mps",
+)
+SIGN_FEATURES = (
+    "stop",
+    "yield",
+    "distance_m",  # front bumper to the junction line after the sign (capped at 100 m)
+    "stood",  # the ego has stood within 4 m of this stop line
+    "junction_busy",  # a vehicle moves in the junction behind it
+    "stop_speed_mps",
+)
+LIMIT_FEATURES = ("sign_value_mps", "sign_distance_m")
+JUNCTION_FEATURES = ("distance_m", "inside")
+
+OBS_LAYOUT: tuple[tuple[str, int], ...] = (
+    ("ego", len(EGO_FEATURES)),
+    ("route", len(ROUTE_POINTS_M) * len(ROUTE_FEATURES)),
+    ("objects", N_OBJECTS * len(OBJECT_FEATURES)),
+    ("leader", len(LEADER_FEATURES)),
+    ("light", len(LIGHT_FEATURES)),
+    ("sign", len(SIGN_FEATURES)),
+    ("limit", len(LIMIT_FEATURES)),
+    ("junction", len(JUNCTION_FEATURES)),
+)
+OBS_SIZE = sum(n for _, n in OBS_LAYOUT)
+OBS_LIMIT = 1000.0  # every feature is clipped to ±this, so the space is a bounded Box
+FAR_M = 100.0  # "nothing there" distance
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """:param object_range_m: objects farther than this are not encoded
+    :param corridor_margin_m: clearance beside the ego that counts as "on the path"
+    :param comfort_decel_mps2: deceleration the ``stop_speed`` features assume
+    :param stop_before_line_m: where the front bumper should rest before a stop line
+    :param standstill_gap_m: bumper gap kept behind a standing leader
+    :param pedestrian_predict_s: a pedestrian counts as on the path if it will be within 2 s
+    :param sign_to_line_max_m: a stop/yield sign governs a junction that starts this close after it
+    :param sign_lateral_max_m: and stands at most this far beside the lane's edge
+    :param junction_zone_m: vehicles this far beyond a junction's route points count as in it
+    """
+
+    object_range_m: float = 60.0
+    corridor_margin_m: float = 0.6
+    comfort_decel_mps2: float = 3.0
+    stop_before_line_m: float = 1.5
+    standstill_gap_m: float = 3.0
+    pedestrian_predict_s: tuple[float, ...] = (0.0, 1.0, 2.0)
+    sign_to_line_max_m: float = 25.0
+    sign_lateral_max_m: float = 5.0
+    junction_zone_m: float = 8.0
+    stopped_speed_mps: float = 0.05
+    stood_within_m: float = 4.0
+    hold_s: float = 0.5  # objects and lights missed for this long are still encoded
+    ego: VehicleParams = field(default_factory=VehicleParams)
+
+
+_Leader = tuple[float, float, DetectedObject | None]  # gap m, speed along the path m/s, object
+
+
+def _stop_speed(gap: float, decel: float) -> float:
+    return math.sqrt(2.0 * decel * max(gap, 0.0))
+
+
+class ObservationEncoder:
+    """``encode(perception, route, ego, prev_action) -> (OBS_SIZE,) float32``."""
+
+    def __init__(self, settings: EncoderSettings = EncoderSettings()) -> None:
+        self.cfg = settings
+        self.reset()
+
+    def reset(self) -> None:
+        # route distance of a signed junction line -> sign type; lines the ego stood at
+        self._sign_lines: dict[float, SignType] = {}
+        self._stood_at: set[float] = set()
+        self._standing_since: dict[int, float] = {}
+        # id -> (time last seen, the object then, its map-frame x, y, yaw)
+        self._objects: dict[int, tuple[float, DetectedObject, float, float, float]] = {}
+        self._lights: dict[int, tuple[float, DetectedLight, float, float]] = {}
+
+    def encode(
+        self,
+        perception: PerceptionOutput,
+        route: RouteAhead,
+        ego: VehicleState,
+        prev_action: NDArray[np.float32] | None = None,
+    ) -> NDArray[np.float32]:
+        cfg = self.cfg
+        p = cfg.ego
+        out = np.zeros(OBS_SIZE, dtype=np.float32)
+        xy = route.xy if len(route.xy) >= 2 else np.array([[0.0, 0.0], [1.0, 0.0]])
+        n = len(xy)
+        step = route.step_m
+        front = p.length_m - p.rear_overhang_m
+        s_front = front - float(xy[0, 0])  # route distance of the front bumper, roughly
+        limit_now = perception.speed_limit_mps or (
+            float(route.speed_limit_mps[0]) if len(route.speed_limit_mps) else 13.9
+        )
+        prev = np.zeros(2, dtype=np.float32) if prev_action is None else prev_action
+        i = 0
+        # ego
+        ego_feats = (
+            ego.speed,
+            ego.accel,
+            ego.steer,
+            limit_now,
+            -float(xy[0, 1]),
+            -float(route.yaw[0]) if len(route.yaw) else 0.0,
+            float(prev[0]),
+            float(prev[1]),
+            min(route.remaining_m, FAR_M),
+        )
+        out[i : i + len(ego_feats)] = ego_feats
+        i += len(EGO_FEATURES)
+        # route samples (past the goal: the last point, outside any junction)
+        at = np.array(ROUTE_POINTS_M) / step  # (R,)
+        idx = np.minimum(np.rint(at).astype(np.int64), n - 1)
+        block = np.zeros((len(ROUTE_POINTS_M), len(ROUTE_FEATURES)))
+        block[:, 0:2] = xy[idx]
+        if len(route.speed_limit_mps) >= n:
+            block[:, 2] = route.speed_limit_mps[idx]
+        if len(route.junction) >= n:
+            block[:, 3] = (route.junction[idx] >= 0) & (at <= n - 1)
+        if len(route.left_lane) >= n:
+            block[:, 4] = route.left_lane[idx]
+        out[i : i + block.size] = block.reshape(-1)
+        i += block.size
+        # objects, projected on the route
+        self._track_standing(perception)
+        seen = self._hold(perception, ego)
+        objs = [o for o in seen if math.hypot(o.x, o.y) < cfg.object_range_m]
+        leader: _Leader = (math.inf, 0.0, None)  # gap, speed along, object
+        if objs:
+            pos = np.array([(o.x, o.y) for o in objs])  # (M, 2)
+            s_obj, d_obj = _project(xy, step, pos)
+            order = np.argsort(np.hypot(pos[:, 0], pos[:, 1]))
+            for slot, j in enumerate(order[:N_OBJECTS]):
+                o = objs[j]
+                base = i + slot * len(OBJECT_FEATURES)
+                out[base : base + len(OBJECT_FEATURES)] = (
+                    1.0,
+                    float(o.kind == ActorKind.VEHICLE),
+                    float(o.kind == ActorKind.PEDESTRIAN),
+                    s_obj[j] - s_front,
+                    d_obj[j],
+                    o.x,
+                    o.y,
+                    math.cos(o.yaw),
+                    math.sin(o.yaw),
+                    o.speed,
+                    self._standing(o.id, perception.t),
+                )
+            leader = self._leader(objs, s_obj, d_obj, xy, step, s_front)
+        i += N_OBJECTS * len(OBJECT_FEATURES)
+        # leader on the path
+        gap, v_lead, lead = leader
+        if lead is not None:
+            k = min(int(max(gap + s_front, 0.0) / step), n - 1)
+            left_kind = int(route.left_lane[k]) if len(route.left_lane) > k else 0
+            junction_near = bool(np.any(route.junction[k : k + int(30.0 / step)] >= 0))
+            out[i : i + len(LEADER_FEATURES)] = (
+                1.0,
+                min(gap, FAR_M),
+                v_lead,
+                _stop_speed(gap - cfg.standstill_gap_m + 1.0, cfg.comfort_decel_mps2),
+                self._standing(lead.id, perception.t),
+                left_kind,
+                float(self._left_free(objs, xy, step, route, lead.id)),
+                float(junction_near),
+            )
+        else:
+            out[i + 1] = FAR_M
+            out[i + 3] = _stop_speed(FAR_M, cfg.comfort_decel_mps2)
+        i += len(LEADER_FEATURES)
+        # the light governing the ego's lane
+        light_best: tuple[float, LightState] | None = None
+        lights = self._hold_lights(perception, ego)
+        if lights:
+            s_l, d_l = _project(xy, step, np.array([(lt.stop_x, lt.stop_y) for lt in lights]))
+            for j, lt in enumerate(lights):
+                dist = float(s_l[j]) - s_front
+                if abs(float(d_l[j])) > 2.5 or dist < -0.5:
+                    continue
+                if light_best is None or dist < light_best[0]:
+                    light_best = (dist, lt.state)
+        if light_best is not None:
+            dist, state = light_best
+            out[i : i + len(LIGHT_FEATURES)] = (
+                1.0,
+                float(state == LightState.RED),
+                float(state == LightState.YELLOW),
+                float(state == LightState.GREEN),
+                float(state in (LightState.OFF, LightState.UNKNOWN)),
+                min(dist, FAR_M),
+                _stop_speed(dist - cfg.stop_before_line_m, cfg.comfort_decel_mps2),
+            )
+        else:
+            out[i + 5] = FAR_M
+            out[i + 6] = _stop_speed(FAR_M, cfg.comfort_decel_mps2)
+        i += len(LIGHT_FEATURES)
+        # stop and yield signs, remembered by the route distance of their junction line
+        self._remember_signs(perception, route, xy, step, s_front, ego)
+        sign = self._next_sign(route, s_front)
+        if sign is not None:
+            key, kind, dist = sign
+            j_id = self._junction_id_at(route, key)
+            pts = xy[route.junction[:n] == j_id] if j_id >= 0 else xy[:0]
+            out[i : i + len(SIGN_FEATURES)] = (
+                float(kind == SignType.STOP),
+                float(kind == SignType.YIELD),
+                min(dist, FAR_M),
+                float(key in self._stood_at),
+                float(not self._junction_clear(objs, pts)),
+                _stop_speed(dist - cfg.stop_before_line_m, cfg.comfort_decel_mps2),
+            )
+        else:
+            out[i + 2] = FAR_M
+            out[i + 5] = _stop_speed(FAR_M, cfg.comfort_decel_mps2)
+        i += len(SIGN_FEATURES)
+        # the next speed-limit sign
+        best_limit = (0.0, FAR_M)
+        for sg in perception.signs:
+            if sg.type == SignType.SPEED_LIMIT and 0.0 < sg.x < best_limit[1]:
+                best_limit = (sg.value / 3.6, sg.x)
+        out[i : i + 2] = best_limit
+        i += len(LIMIT_FEATURES)
+        # the next junction along the route
+        inside = n > 0 and route.junction[0] >= 0
+        ahead = np.flatnonzero(route.junction[:n] >= 0)
+        ahead = ahead[ahead * step >= s_front]
+        out[i] = min(float(ahead[0]) * step - s_front, FAR_M) if len(ahead) else FAR_M
+        out[i + 1] = float(inside)
+        i += len(JUNCTION_FEATURES)
+        assert i == OBS_SIZE
+        return np.clip(out, -OBS_LIMIT, OBS_LIMIT)
+
+    # ------------------------------------------------------------------------------ helpers
+    def _hold(self, perception: PerceptionOutput, ego: VehicleState) -> list[DetectedObject]:
+        """This frame's objects, and those missed for at most ``hold_s`` predicted at constant
+        velocity (a detector drops objects for single frames; a planner should not forget)."""
+        t = perception.t
+        c, s = math.cos(ego.yaw), math.sin(ego.yaw)
+        current = {o.id for o in perception.objects}
+        for o in perception.objects:
+            mx, my = ego.x + c * o.x - s * o.y, ego.y + s * o.x + c * o.y
+            self._objects[o.id] = (t, o, mx, my, ego.yaw + o.yaw)
+        out = list(perception.objects)
+        for k, (t_seen, o, mx, my, myaw) in list(self._objects.items()):
+            if k in current:
+                continue
+            age = t - t_seen
+            if age > self.cfg.hold_s:
+                del self._objects[k]
+                continue
+            px, py = mx + o.speed * age * math.cos(myaw), my + o.speed * age * math.sin(myaw)
+            dx, dy = px - ego.x, py - ego.y
+            out.append(
+                replace(
+                    o,
+                    x=c * dx + s * dy,
+                    y=-s * dx + c * dy,
+                    yaw=math.remainder(myaw - ego.yaw, 2 * math.pi),
+                )
+            )
+        return out
+
+    def _hold_lights(self, perception: PerceptionOutput, ego: VehicleState) -> list[DetectedLight]:
+        """This frame's lights, and those missed for at most ``hold_s`` (their last state)."""
+        t = perception.t
+        c, s = math.cos(ego.yaw), math.sin(ego.yaw)
+        current = {lt.id for lt in perception.lights}
+        for lt in perception.lights:
+            mx, my = ego.x + c * lt.stop_x - s * lt.stop_y, ego.y + s * lt.stop_x + c * lt.stop_y
+            self._lights[lt.id] = (t, lt, mx, my)
+        out = list(perception.lights)
+        for k, (t_seen, lt, mx, my) in list(self._lights.items()):
+            if k in current:
+                continue
+            if t - t_seen > self.cfg.hold_s:
+                del self._lights[k]
+                continue
+            dx, dy = mx - ego.x, my - ego.y
+            out.append(replace(lt, stop_x=c * dx + s * dy, stop_y=-s * dx + c * dy))
+        return out
+
+    def _track_standing(self, perception: PerceptionOutput) -> None:
+        seen = set()
+        for o in perception.objects:
+            seen.add(o.id)
+            if o.speed < 0.2:
+                self._standing_since.setdefault(o.id, perception.t)
+            else:
+                self._standing_since.pop(o.id, None)
+        for k in list(self._standing_since):
+            if k not in seen:
+                del self._standing_since[k]
+
+    def _standing(self, obj_id: int, t: float) -> float:
+        since = self._standing_since.get(obj_id)
+        return 0.0 if since is None else min(t - since, 10.0)
+
+    def _leader(
+        self,
+        objs: list[DetectedObject],
+        s_obj: FloatArray,
+        d_obj: FloatArray,
+        xy: FloatArray,
+        step: float,
+        s_front: float,
+    ) -> _Leader:
+        """Gap (m), speed along the path (m/s) and the object of the nearest one on the path."""
+        cfg = self.cfg
+        half_ego = cfg.ego.width_m / 2 + cfg.corridor_margin_m
+        best: _Leader = (math.inf, 0.0, None)
+        for j, o in enumerate(objs):
+            if o.kind == ActorKind.PEDESTRIAN:
+                preds = np.array(
+                    [
+                        (
+                            o.x + o.speed * math.cos(o.yaw) * t,
+                            o.y + o.speed * math.sin(o.yaw) * t,
+                        )
+                        for t in cfg.pedestrian_predict_s
+                    ]
+                )
+                s_p, d_p = _project(xy, step, preds)
+                on = np.flatnonzero(np.abs(d_p) < half_ego + 0.4)
+                if len(on):
+                    at = float(np.min(s_p[on]))
+                    gap = at - s_front - 0.3
+                    if at > s_front - 1.0 and gap < best[0]:
+                        best = (gap, 0.0, o)
+                continue
+            # heading relative to the path: along-path size depends on it
+            k = min(int(max(s_obj[j], 0.0) / step), len(xy) - 2)
+            t = xy[k + 1] - xy[k]
+            path_yaw = math.atan2(t[1], t[0])
+            rel = math.remainder(o.yaw - path_yaw, 2 * math.pi)
+            across = abs(math.remainder(rel, math.pi)) > math.pi / 4
+            half = o.length / 2 if across else o.width / 2
+            along = o.width / 2 if across else o.length / 2
+            if abs(d_obj[j]) > half_ego + half or s_obj[j] < s_front - 1.0:
+                continue
+            gap = float(s_obj[j]) - s_front - along
+            if gap < best[0]:
+                best = (gap, max(o.speed * math.cos(rel), 0.0), o)
+        return best
+
+    def _left_free(
+        self, objs: list, xy: FloatArray, step: float, route: RouteAhead, skip: int
+    ) -> bool:
+        """No object (but ``skip``) in the lane on the left within the encoded range."""
+        width = float(route.lane_width_m[0]) if len(route.lane_width_m) else 3.5
+        others = [o for o in objs if o.id != skip]
+        if not others:
+            return True
+        _, d = _project(xy, step, np.array([(o.x, o.y) for o in others]))
+        return not bool(np.any(np.abs(d - width) < width / 2 + 1.0))
+
+    def _remember_signs(
+        self,
+        perception: PerceptionOutput,
+        route: RouteAhead,
+        xy: FloatArray,
+        step: float,
+        s_front: float,
+        ego: VehicleState,
+    ) -> None:
+        cfg = self.cfg
+        n = len(xy)
+        for sg in perception.signs:
+            if sg.type not in (SignType.STOP, SignType.YIELD):
+                continue
+            d2 = (xy[:, 0] - sg.x) ** 2 + (xy[:, 1] - sg.y) ** 2
+            k = int(np.argmin(d2))
+            width = float(route.lane_width_m[k]) if len(route.lane_width_m) > k else 3.5
+            if d2[k] > (width / 2 + cfg.sign_lateral_max_m) ** 2:
+                continue  # a sign for another street
+            inside = np.flatnonzero(route.junction[k:n] >= 0)
+            if len(inside) == 0 or inside[0] * step > cfg.sign_to_line_max_m:
+                continue
+            key = round(route.s0_m + (k + int(inside[0])) * step, 1)
+            if not any(abs(key - other) < 3.0 for other in self._sign_lines):
+                self._sign_lines[key] = sg.type
+        for key in list(self._sign_lines):
+            dist = key - route.s0_m - s_front
+            if dist < -10.0:
+                del self._sign_lines[key]
+                self._stood_at.discard(key)
+            elif ego.speed < cfg.stopped_speed_mps and dist < cfg.stood_within_m:
+                self._stood_at.add(key)
+
+    def _next_sign(self, route: RouteAhead, s_front: float) -> tuple[float, SignType, float] | None:
+        best = None
+        for key, kind in self._sign_lines.items():
+            dist = key - route.s0_m - s_front
+            if dist > -5.0 and (best is None or dist < best[2]):
+                best = (key, kind, dist)
+        return best
+
+    @staticmethod
+    def _junction_id_at(route: RouteAhead, key: float) -> int:
+        k = round((key - route.s0_m) / route.step_m)
+        if 0 <= k < len(route.junction):
+            return int(route.junction[k])
+        return -1
+
+    def _junction_clear(self, objs: list, pts: FloatArray) -> bool:
+        if len(pts) == 0:
+            return True
+        centre = pts.mean(axis=0)
+        radius = float(np.max(np.hypot(*(pts - centre).T))) + self.cfg.junction_zone_m
+        return not any(
+            o.kind == ActorKind.VEHICLE
+            and o.speed >= 0.5
+            and math.hypot(o.x - centre[0], o.y - centre[1]) < radius
+            for o in objs
+        )
+
+
+def _yaw_rate(yaw: FloatArray, step: float) -> FloatArray:
+    """Curvature ``(n,)`` (1/m) of a centreline from its headings ``(n,)`` sampled every ``step``:
+    ``np.gradient`` of the unwrapped heading, smoothed over 5 samples (sampled centrelines have
+    small kinks at segment joins)."""
+    n = len(yaw)
+    if n <= 2:
+        return np.zeros(n)
+    d = np.remainder(np.diff(yaw) + np.pi, 2 * np.pi) - np.pi  # (n-1,) wrapped steps
+    g = np.empty(n)
+    g[1:-1] = (d[1:] + d[:-1]) / (2.0 * step)
+    g[0], g[-1] = d[0] / step, d[-1] / step
+    if n >= 5:
+        g = np.convolve(g, np.full(5, 0.2), mode="same")
+    return g
+
+
+def _project(xy: FloatArray, step: float, pts: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Route distance ``(M,)`` (m, from ``xy[0]``) and signed offset ``(M,)`` (m, left) of
+    ego-frame points ``(M, 2)`` on the polyline ``xy`` ``(N, 2)`` sampled every ``step``."""
+    d2 = ((pts[:, None, :] - xy[None, :, :]) ** 2).sum(-1)  # (M, N)
+    k = np.minimum(np.argmin(d2, axis=1), len(xy) - 2)  # (M,) segment start
+    a, b = xy[k], xy[k + 1]
+    t = b - a
+    seg = np.maximum(np.hypot(t[:, 0], t[:, 1]), 1e-9)
+    rel = pts - a
+    along = (rel[:, 0] * t[:, 0] + rel[:, 1] * t[:, 1]) / seg
+    lateral = (t[:, 0] * rel[:, 1] - t[:, 1] * rel[:, 0]) / seg
+    return k * step + along, lateral
+
+
+# --------------------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class ActionSettings:
+    """How an action ``(2,)`` in [-1, 1] becomes a :class:`Plan`.
+
+    ``action[0]`` is the target speed as a share of the active speed limit: -1 → 0 (a stop),
+    +1 → the limit (``speed_margin`` beyond both ends, then clipped, so both are reachable
+    without saturating the policy's output). ``action[1]`` is the lateral offset left of the
+    route centreline, ``max_offset_m`` at ±1.
+
+    The plan reaches the target speed with acceleration ``(target - v) / speed_time_s``, within
+    ``[-max_decel_mps2, max_accel_mps2]``; it never asks for more lateral acceleration than
+    ``max_lateral_accel_mps2`` on the path's curvature (a feasibility bound, not a decision).
+    The offset moves from the ego's current one to the target along a smoothstep of
+    ``max(offset_ramp_min_m, offset_ramp_s × speed)`` metres.
+    """
+
+    speed_margin: float = 0.05
+    max_offset_m: float = 3.5
+    speed_time_s: float = 0.5
+    max_accel_mps2: float = 2.0
+    max_decel_mps2: float = 6.0
+    max_lateral_accel_mps2: float = 2.0
+    curve_decel_mps2: float = 3.0
+    offset_ramp_min_m: float = 12.0
+    offset_ramp_s: float = 2.0
+    horizon_m: float = 60.0
+    horizon_s: float = 4.0
+
+
+class PlanMaker:
+    """``make(action, route, ego, speed_limit_mps) -> Plan`` (pure: no state)."""
+
+    def __init__(self, settings: ActionSettings = ActionSettings()) -> None:
+        self.cfg = settings
+
+    def target(self, action: NDArray[np.float32], limit_mps: float) -> tuple[float, float]:
+        """Target speed (m/s) and lateral offset (m, left) an action asks for."""
+        cfg = self.cfg
+        a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        share = (float(a[0]) + 1.0) / 2.0 * (1.0 + 2.0 * cfg.speed_margin) - cfg.speed_margin
+        return min(max(share, 0.0), 1.0) * limit_mps, float(a[1]) * cfg.max_offset_m
+
+    def action_for(
+        self, plan: Plan, route: RouteAhead, ego: VehicleState, limit_mps: float
+    ) -> NDArray[np.float32]:
+        """The action whose plan is closest to ``plan`` (another planner's) right now: the
+        target speed its acceleration over the next metres reaches in ``speed_time_s``, and the
+        offset its path has at the end of the offset ramp. Used to imitate the rule planner."""
+        cfg = self.cfg
+        v = ego.speed
+        speed = plan.speed
+        if len(speed) < 2 or limit_mps <= 0.0:
+            return np.array([-1.0, 0.0], dtype=np.float32)
+        if speed[0] < v - 1e-6:  # braking: the rule planner's first point is v + a·0.5 s
+            target = float(speed[0])
+        else:
+            k = min(max(1, round(max(0.5 * v, 2.0) / plan.step_m)), len(speed) - 1)
+            accel = (float(speed[k]) ** 2 - v**2) / (2.0 * k * plan.step_m)
+            target = v + accel * cfg.speed_time_s
+        share = min(max(target / limit_mps, 0.0), 1.0)
+        a0 = (
+            -1.0
+            if target < 0.05
+            else (share + cfg.speed_margin) / (1 + 2 * cfg.speed_margin) * 2 - 1
+        )
+        # offset of the plan's path from the route at the end of the ramp
+        n = min(len(plan.path), len(route.xy))
+        ramp = max(cfg.offset_ramp_min_m, cfg.offset_ramp_s * v)
+        k = min(round(ramp / route.step_m), n - 2)
+        if k < 0:
+            return np.array([a0, 0.0], dtype=np.float32)
+        t = route.xy[k + 1] - route.xy[k]
+        norm = max(float(np.hypot(t[0], t[1])), 1e-9)
+        d = plan.path[k] - route.xy[k]
+        offset = float(t[0] * d[1] - t[1] * d[0]) / norm
+        a1 = min(max(offset / cfg.max_offset_m, -1.0), 1.0)
+        return np.array([min(max(a0, -1.0), 1.0), a1], dtype=np.float32)
+
+    def make(
+        self,
+        action: NDArray[np.float32],
+        route: RouteAhead,
+        ego: VehicleState,
+        limit_mps: float,
+        t: float,
+        frame: int,
+    ) -> Plan:
+        cfg = self.cfg
+        origin = (ego.x, ego.y, ego.yaw)
+        if len(route.xy) < 2:
+            path = np.array([[0.0, 0.0], [1.0, 0.0]])
+            return Plan(t, frame, path, np.zeros(2), 1.0, cfg.horizon_s, origin)
+        v_target, offset = self.target(action, limit_mps)
+        n = max(2, min(len(route.xy), int(cfg.horizon_m / route.step_m) + 1))
+        base = route.xy[:n]
+        s = np.arange(n, dtype=np.float64) * route.step_m  # (n,)
+        # lateral: smoothstep from the current offset to the target
+        current = -float(base[0, 1])
+        ramp_len = max(cfg.offset_ramp_min_m, cfg.offset_ramp_s * ego.speed)
+        r = np.clip(s / ramp_len, 0.0, 1.0)
+        lateral = current + (offset - current) * (3 * r**2 - 2 * r**3)
+        path = _shift_left(base, lateral)
+        # longitudinal: a first-order approach to the target within the comfort bounds
+        accel = (v_target - ego.speed) / cfg.speed_time_s
+        accel = min(max(accel, -cfg.max_decel_mps2), cfg.max_accel_mps2)
+        v2 = ego.speed**2 + 2.0 * accel * s
+        speed = np.sqrt(np.maximum(v2, 0.0))
+        speed = np.minimum(speed, v_target) if accel >= 0 else np.maximum(speed, v_target)
+        if accel < 0:
+            speed[0] = max(ego.speed + accel * 0.5, v_target, 0.0)
+        # the curvature bound, and braking to it at the comfort deceleration beforehand; the
+        # path's curvature is the route's plus the offset ramp's second derivative
+        curv = _yaw_rate(route.yaw[:n], route.step_m)
+        inside = (r > 0.0) & (r < 1.0)
+        curv = np.abs(curv) + np.abs(offset - current) * np.abs(6 - 12 * r) * inside / ramp_len**2
+        v_curve2 = cfg.max_lateral_accel_mps2 / np.maximum(curv, 1e-4)  # (n,) (m/s)²
+        # min over j >= i of sqrt(v_j² + 2 b (s_j - s_i)) = sqrt(suffix-min(v² + 2 b s) - 2 b s_i)
+        b2 = 2.0 * cfg.curve_decel_mps2
+        q = np.minimum.accumulate((v_curve2 + b2 * s)[::-1])[::-1]
+        speed = np.minimum(speed, np.sqrt(np.maximum(q - b2 * s, 0.0)))
+        return Plan(t, frame, path, speed, route.step_m, cfg.horizon_s, origin)

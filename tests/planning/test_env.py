@@ -1,0 +1,107 @@
+"""drivestack/Route-v0: the checkers of gymnasium and SB3, determinism, and the reward's parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from planning.encoding import OBS_SIZE
+from planning.env import ENV_ID, REWARD_PARTS, EnvSettings, RouteEnv, sample_scenario
+from sim.errors import DrivestackError
+
+
+def test_gymnasium_check_env_passes() -> None:
+    env = gym.make(ENV_ID).unwrapped
+    gym_check_env(env, skip_render_check=True)
+
+
+def test_sb3_check_env_passes() -> None:
+    with_warnings = RouteEnv()
+    sb3_check_env(with_warnings, warn=True)
+
+
+def _rollout(seed: int, steps: int) -> list[tuple[Any, ...]]:
+    env = RouteEnv()
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(123)  # the actions, the same for both rollouts
+    out: list[tuple[Any, ...]] = [(obs.tobytes(),)]
+    for _ in range(steps):
+        action = rng.uniform(-1.0, 1.0, 2).astype(np.float32) * np.array(
+            [1.0, 0.2], dtype=np.float32
+        )
+        obs, reward, terminated, truncated, info = env.step(action)
+        out.append((obs.tobytes(), reward, terminated, truncated, info["events"]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    out.append((env.world.result().trajectory_sha256,))
+    return out
+
+
+def test_two_seeded_rollouts_are_equal() -> None:
+    a, b = _rollout(7, 150), _rollout(7, 150)
+    assert a == b
+    assert _rollout(8, 20) != a[:22]  # another seed is another episode
+
+
+def test_observation_shape_and_bounds() -> None:
+    env = RouteEnv()
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (OBS_SIZE,) and obs.dtype == np.float32
+    assert env.observation_space.contains(obs)
+    assert info["map"] in {m.name for m in EnvSettings().maps}
+
+
+def test_reward_is_the_sum_of_its_named_parts() -> None:
+    env = RouteEnv()
+    env.reset(seed=11)
+    seen: set[str] = set()
+    for k in range(400):
+        action = np.array([0.9 if k % 50 < 40 else -1.0, 0.0], dtype=np.float32)
+        _, reward, terminated, truncated, info = env.step(action)
+        parts = info["reward_parts"]
+        assert set(parts) == set(REWARD_PARTS)
+        assert reward == pytest.approx(sum(parts.values()), abs=1e-9)
+        seen |= {name for name, v in parts.items() if v != 0.0}
+        if terminated or truncated:
+            env.reset()
+    assert {"progress", "discomfort"} <= seen
+
+
+def test_collision_costs_the_leaderboard_coefficient_and_terminates() -> None:
+    # a parked car in the lane and full speed ahead: a vehicle collision (coefficient 0.6)
+    env = RouteEnv()
+    for seed in range(200):
+        env.reset(seed=seed)
+        if any(ev.type == "parked_vehicle" for ev in env.scenario.events):
+            break
+    parts_hit = None
+    for _ in range(3000):
+        _, _, terminated, truncated, info = env.step(np.array([1.0, 0.0], dtype=np.float32))
+        if "collisions_vehicle" in info["events"]:
+            parts_hit = info["reward_parts"]
+            assert terminated
+            break
+        if terminated or truncated:
+            break
+    assert parts_hit is not None, "the ego never reached the parked car"
+    assert parts_hit["collision"] == pytest.approx(-100.0 * (1.0 - 0.6))
+
+
+def test_scenarios_come_from_the_seed() -> None:
+    cfg = EnvSettings()
+    a = sample_scenario(np.random.default_rng(5), cfg)
+    b = sample_scenario(np.random.default_rng(5), cfg)
+    assert a == b
+    maps = {sample_scenario(np.random.default_rng(s), cfg).map for s in range(40)}
+    assert maps == {m.name for m in cfg.maps}
+    assert "town_small" not in maps  # held out for evaluation
+
+
+def test_unknown_controller_is_refused() -> None:
+    with pytest.raises(DrivestackError, match="allowed: pid, mpc"):
+        RouteEnv(EnvSettings(controller="bangbang"))
