@@ -1,0 +1,396 @@
+"""Evaluation of a detector + classifier on a dataset split: the figures of docs/perception.md.
+
+``python -m launch perception eval --weights DET.safetensors --data DIR --out FILE.json``:
+
+- COCO mAP@[.5:.95] and mAP@.5, overall and per class (pycocotools' ``COCOeval``, boxes in the
+  dataset's pixels). Boxes the camera marks as mostly hidden (occlusion ≥ ``hidden``) or too
+  small to see (height < ``min_height_px`` at 240 rows) are COCO "crowd" regions: a detection on
+  them is neither a hit nor a false alarm, as KITTI and COCO treat their hard cases.
+- sign type/value accuracy and light state accuracy, two ways: end to end (a ground-truth box
+  matched by a detection of its group at IoU ≥ 0.5, read from the detection's crop) and the
+  classifier alone on ground-truth boxes; with the number of red lights called green.
+- ego-frame position error (m) of matched vehicles and pedestrians, where the dataset gives
+  positions;
+- latency per frame at batch 1 on the chosen device (detector, decoding, classifier, placing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from perception.data import CLASS_NAMES, DetectionSet, load_split, read_annotations, split_ids
+from perception.models.centernet import box_iou
+from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
+from perception.perceiver import GROUP, FrameDetection, LearnedPerceiver, PerceiverSettings
+from sim.messages import CameraFrame, DetectionClass, LightState
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    split: str = "test"
+    hidden: float = 0.7  # occlusion share from which a box is a "crowd" (ignored) region
+    min_height_px: float = 4.0  # boxes lower than this at 240 rows are ignored regions too
+    min_read_px: float = 6.0  # signs/lights narrower than this (input px) are not scored as read
+    latency_frames: int = 100
+    limit: int | None = None  # evaluate only the first N images
+
+
+def _frame(data: DetectionSet, i: int) -> CameraFrame:
+    """The i-th image as a camera frame at the network's input size, with K rescaled to it."""
+    rgb = data.images[i].permute(1, 2, 0).numpy()
+    sx, sy = (float(v) for v in data.scales[i])
+    K = data.intrinsics[i]
+    pose = data.poses[i]
+    if K is not None:
+        K = K.copy()
+        K[0, 0], K[1, 1] = K[0, 0] / sx, K[1, 1] / sy
+        K[0, 2], K[1, 2] = (K[0, 2] + 0.5) / sx - 0.5, (K[1, 2] + 0.5) / sy - 0.5
+    else:  # no calibration in the dataset: a 90° camera 1.5 m up, only for latency runs
+        h, w = rgb.shape[:2]
+        K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1.0]])
+    if pose is None:
+        pose = np.array([[0, 0, 1, 1.5], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1.0]])
+    return CameraFrame(0.0, i, rgb, K, pose)
+
+
+def _sign_label(cls: int, value: float) -> str | None:
+    c = DetectionClass(cls + 1)
+    if c == DetectionClass.STOP_SIGN:
+        return "stop"
+    if c == DetectionClass.YIELD_SIGN:
+        return "yield"
+    if c == DetectionClass.SPEED_LIMIT_SIGN:
+        return f"limit_{round(value)}"
+    return None
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def evaluate(
+    detector: str | Path,
+    classifier: str | Path,
+    data_dir: str | Path,
+    settings: EvalSettings = EvalSettings(),
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Run every figure of the module docstring; return them as a JSON-ready dict."""
+    perceiver = LearnedPerceiver.from_files(
+        str(detector), str(classifier), PerceiverSettings(), device
+    )
+    data = load_split(data_dir, settings.split, perceiver.input_hw, settings.limit)
+    coco_all = read_annotations(data_dir)
+    dets: list[list[FrameDetection]] = []
+    for i in range(len(data)):
+        dets.append(perceiver.detect(_frame(data, i)))
+    result: dict[str, Any] = {
+        "detector": str(detector),
+        "classifier": str(classifier),
+        "data": str(data_dir),
+        "split": settings.split,
+        "images": len(data),
+        "settings": dataclasses.asdict(settings),
+    }
+    result["coco"] = _coco_map(data, coco_all, dets, settings)
+    result.update(_reading(data, dets, perceiver, settings))
+    result["position_error_m"] = _position_error(data, dets)
+    result["latency_ms"] = _latency(perceiver, data, settings.latency_frames)
+    result["device"] = device
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
+def _coco_map(
+    data: DetectionSet, coco_all: dict[str, Any], dets: list[list[FrameDetection]], s: EvalSettings
+) -> dict[str, Any]:
+    ids = set(data.image_ids)
+    images = [im for im in coco_all["images"] if int(im["id"]) in ids]
+    anns = []
+    for a in coco_all["annotations"]:
+        if int(a["image_id"]) not in ids:
+            continue
+        a = dict(a)
+        a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
+        anns.append(a)
+    by_id = {int(im["id"]): im for im in images}
+    for a in anns:
+        h = float(by_id[int(a["image_id"])].get("height", 240))
+        occ = float(a.get("occlusion", 0.0) or 0.0)
+        small = a["bbox"][3] * 240.0 / h < s.min_height_px
+        a["iscrowd"] = int(bool(a.get("iscrowd", 0)) or occ >= s.hidden or small)
+    gt = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": int(c), "name": c.name.lower()} for c in DetectionClass],
+    }
+    results = []
+    for i, ds in enumerate(dets):
+        sx, sy = (float(v) for v in data.scales[i])
+        for d in ds:
+            x0, y0, x1, y1 = d.box  # frame = network input size here
+            results.append(
+                {
+                    "image_id": data.image_ids[i],
+                    "category_id": int(d.cls),
+                    "bbox": [x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy],
+                    "score": d.score,
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        cg = COCO()
+        cg.dataset = gt
+        cg.createIndex()
+        if not results:
+            return {"mAP": 0.0, "mAP50": 0.0, "per_class": {}}
+        cd = cg.loadRes(results)
+        ev = COCOeval(cg, cd, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    prec = ev.eval["precision"]  # (T, R, K, A, M)
+    per_class = {}
+    for k, cat in enumerate(ev.params.catIds):
+        p = prec[:, :, k, 0, -1]
+        n_gt = sum(1 for a in anns if a["category_id"] == cat and not a["iscrowd"])
+        if n_gt == 0:
+            continue
+        ap = float(np.mean(p[p > -1])) if (p > -1).any() else 0.0
+        p50 = prec[0, :, k, 0, -1]
+        ap50 = float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else 0.0
+        per_class[CLASS_NAMES[cat - 1]] = {"AP": ap, "AP50": ap50, "instances": n_gt}
+    return {
+        "mAP": float(ev.stats[0]),
+        "mAP50": float(ev.stats[1]),
+        "per_class": per_class,
+        "ignored_regions": sum(a["iscrowd"] for a in anns),
+    }
+
+
+def _match(gt_boxes: torch.Tensor, det_boxes: torch.Tensor) -> list[int]:
+    """Greedy IoU ≥ 0.5 match: for each ground-truth box the detection index, or -1."""
+    out = [-1] * len(gt_boxes)
+    if len(gt_boxes) == 0 or len(det_boxes) == 0:
+        return out
+    iou = box_iou(gt_boxes, det_boxes)
+    used: set[int] = set()
+    for flat in torch.argsort(iou.flatten(), descending=True).tolist():
+        g, d = divmod(flat, len(det_boxes))
+        if iou[g, d] < 0.5:
+            break
+        if out[g] == -1 and d not in used:
+            out[g] = d
+            used.add(d)
+    return out
+
+
+def _reading(
+    data: DetectionSet,
+    dets: list[list[FrameDetection]],
+    perceiver: LearnedPerceiver,
+    s: EvalSettings,
+) -> dict[str, Any]:
+    ccfg: StnClassifierConfig = perceiver.ccfg
+    keys = "sign_n sign_matched sign_ok sign_gt_ok light_n light_matched light_ok light_gt_ok"
+    c = {k: 0 for k in (*keys.split(), "red_as_green", "red_as_green_gt")}
+    confusion: dict[str, dict[str, int]] = {}
+    for i in range(len(data)):
+        boxes, labels = data.boxes[i], data.labels[i]
+        keep = [
+            j for j in range(len(boxes))
+            if GROUP[DetectionClass(int(labels[j]) + 1)] in ("sign", "light")
+            and float(data.occlusion[i][j]) < 0.5
+            and float(min(boxes[j, 2] - boxes[j, 0], boxes[j, 3] - boxes[j, 1])) >= s.min_read_px
+        ]  # fmt: skip
+        if not keep:
+            continue
+        ds = dets[i]
+        det_boxes = torch.tensor([d.box for d in ds]).reshape(-1, 4)
+        match = _match(boxes[keep], det_boxes)
+        img = data.images[i : i + 1].float().to(perceiver.device) / 255.0
+        crops = crop_boxes(
+            img,
+            boxes[keep].to(perceiver.device),
+            torch.zeros(len(keep), dtype=torch.long, device=perceiver.device),
+            ccfg.crop,
+            ccfg.margin,
+        )
+        with torch.inference_mode():
+            logits = perceiver.classifier(crops)
+        for n, j in enumerate(keep):
+            cls = int(labels[j])
+            group = GROUP[DetectionClass(cls + 1)]
+            mask = perceiver._masks[group]
+            p = torch.softmax(logits[n].masked_fill(~mask, -math.inf), 0)
+            gt_read = ccfg.labels[int(p.argmax())]
+            if group == "sign":
+                truth = _sign_label(cls, float(data.values[i][j]))
+                c["sign_n"] += 1
+                c["sign_gt_ok"] += gt_read == truth
+                if match[n] >= 0 and ds[match[n]].group == "sign":
+                    c["sign_matched"] += 1
+                    c["sign_ok"] += ds[match[n]].label == truth
+                    row = confusion.setdefault(str(truth), {})
+                    row[str(ds[match[n]].label)] = row.get(str(ds[match[n]].label), 0) + 1
+            else:
+                state = int(data.states[i][j])
+                if not 0 <= state < 4:
+                    continue
+                truth = f"light_{LightState(state).name.lower()}"
+                c["light_n"] += 1
+                green_gt = (
+                    gt_read == "light_green" and float(p.max()) >= perceiver.cfg.green_min_prob
+                )
+                c["light_gt_ok"] += gt_read == truth
+                c["red_as_green_gt"] += state == LightState.RED and green_gt
+                if match[n] >= 0 and ds[match[n]].group == "light":
+                    d = ds[match[n]]
+                    c["light_matched"] += 1
+                    c["light_ok"] += d.label == truth
+                    green = (
+                        d.label == "light_green" and d.label_prob >= perceiver.cfg.green_min_prob
+                    )
+                    c["red_as_green"] += state == LightState.RED and green
+                    row = confusion.setdefault(truth, {})
+                    row[str(d.label)] = row.get(str(d.label), 0) + 1
+    return {
+        "signs": {
+            "instances": c["sign_n"],
+            "detected": c["sign_matched"],
+            "accuracy_detected": _ratio(c["sign_ok"], c["sign_matched"]),
+            "accuracy_gt_boxes": _ratio(c["sign_gt_ok"], c["sign_n"]),
+            "min_side_px": s.min_read_px,
+        },
+        "lights": {
+            "instances": c["light_n"],
+            "detected": c["light_matched"],
+            "accuracy_detected": _ratio(c["light_ok"], c["light_matched"]),
+            "accuracy_gt_boxes": _ratio(c["light_gt_ok"], c["light_n"]),
+            "red_called_green": c["red_as_green"],
+            "red_called_green_gt_boxes": c["red_as_green_gt"],
+        },
+        "confusion": confusion,
+    }
+
+
+def _position_error(data: DetectionSet, dets: list[list[FrameDetection]]) -> dict[str, Any]:
+    errs: dict[str, list[tuple[float, float]]] = {"vehicle": [], "pedestrian": []}
+    for i in range(len(data)):
+        pos = data.positions[i]
+        if len(pos) == 0 or data.intrinsics[i] is None:
+            continue
+        ds = dets[i]
+        det_boxes = torch.tensor([d.box for d in ds]).reshape(-1, 4)
+        match = _match(data.boxes[i], det_boxes)
+        for j, m in enumerate(match):
+            group = GROUP[DetectionClass(int(data.labels[i][j]) + 1)]
+            if m < 0 or group not in errs or not torch.isfinite(pos[j]).all():
+                continue
+            if float(data.occlusion[i][j]) >= 0.5:
+                continue
+            gx, gy = float(pos[j, 0]), float(pos[j, 1])
+            errs[group].append((math.hypot(ds[m].x - gx, ds[m].y - gy), math.hypot(gx, gy)))
+    out: dict[str, Any] = {}
+    for g, e in errs.items():
+        if not e:
+            out[g] = None
+            continue
+        a = np.array(e)
+        bins = {}
+        for lo, hi in ((0, 20), (20, 40), (40, 1000)):
+            sel = (a[:, 1] >= lo) & (a[:, 1] < hi)
+            if sel.any():
+                bins[f"{lo}-{hi if hi < 1000 else 'inf'}m"] = {
+                    "n": int(sel.sum()),
+                    "median": float(np.median(a[sel, 0])),
+                    "rel_median": float(np.median(a[sel, 0] / np.maximum(a[sel, 1], 1.0))),
+                }
+        out[g] = {"n": len(a), "median": float(np.median(a[:, 0])), "mean": float(a[:, 0].mean()),
+                  "p90": float(np.quantile(a[:, 0], 0.9)), "by_range": bins}  # fmt: skip
+    return out
+
+
+def _latency(perceiver: LearnedPerceiver, data: DetectionSet, n: int) -> dict[str, Any]:
+    frames = [_frame(data, i % len(data)) for i in range(min(n, max(len(data), 1) * 10))]
+    for f in frames[:5]:
+        perceiver.detect(f)  # warm-up
+    times = []
+    for f in frames:
+        t0 = time.perf_counter()
+        perceiver.detect(f)
+        if perceiver.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000)
+    x = torch.zeros(1, 3, *perceiver.input_hw, device=perceiver.device)
+    det_times = []
+    with torch.inference_mode():
+        for _ in range(len(frames)):
+            t0 = time.perf_counter()
+            perceiver.detector(x)
+            det_times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "frames": len(times),
+        "median": float(np.median(times)),
+        "p95": float(np.quantile(times, 0.95)),
+        "detector_only_median": float(np.median(det_times)),
+        "input_hw": list(perceiver.input_hw),
+    }
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """The figures as a plain-text table for people."""
+    c = r["coco"]
+    lines = [
+        f"{r['detector']}  on {r['data']} [{r['split']}]  ({r['images']} images)",
+        f"{'class':<18}{'AP@[.5:.95]':>12}{'AP@.5':>8}{'instances':>11}",
+    ]
+    for name, v in c["per_class"].items():
+        lines.append(f"{name:<18}{v['AP']:>12.3f}{v['AP50']:>8.3f}{v['instances']:>11d}")
+    lines.append(f"{'all':<18}{c['mAP']:>12.3f}{c['mAP50']:>8.3f}")
+    sg, lt = r["signs"], r["lights"]
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.2f} %"
+
+    lines += [
+        f"sign type/value   {pct(sg['accuracy_detected'])} of {sg['detected']} detected "
+        f"(classifier on true boxes {pct(sg['accuracy_gt_boxes'])} of {sg['instances']})",
+        f"light state       {pct(lt['accuracy_detected'])} of {lt['detected']} detected "
+        f"(true boxes {pct(lt['accuracy_gt_boxes'])} of {lt['instances']}); red called green: "
+        f"{lt['red_called_green']} (true boxes {lt['red_called_green_gt_boxes']})",
+    ]
+    for g, e in r["position_error_m"].items():
+        if e:
+            lines.append(
+                f"position {g:<9}median {e['median']:.2f} m, p90 {e['p90']:.2f} m "
+                f"({e['n']} matched)"
+            )
+    la = r["latency_ms"]
+    lines.append(
+        f"latency           median {la['median']:.1f} ms, p95 {la['p95']:.1f} ms per frame "
+        f"(detector alone {la['detector_only_median']:.1f} ms; {r['device']}, "
+        f"{r['threads']} thread(s))"
+    )
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, result: dict[str, Any]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(result, indent=2) + "\n")
+
+
+__all__ = ["EvalSettings", "evaluate", "format_table", "split_ids", "write_json"]

@@ -1,0 +1,227 @@
+"""The anchor-free detection head both detectors share (CenterNet, Zhou et al. 2019).
+
+A detector is a backbone that turns an image ``(B, 3, H, W)`` into a feature map at ``stride``
+(here 4), and this head, which predicts on that map:
+
+- ``heatmap`` ``(B, C, H/s, W/s)``: logits of "an object of class c has its centre here";
+- ``size`` ``(B, 2, H/s, W/s)``: log of the box width and height, in input pixels / stride;
+- ``offset`` ``(B, 2, H/s, W/s)``: sub-cell position of the centre, in cells (0..1).
+
+Training targets are Gaussian peaks at the box centres (elliptical, TTFNet-style, so long thin
+boxes such as traffic-light heads get a peak of their shape); the loss is CenterNet's focal loss
+on the heatmap plus L1 on size and offset at the centres. Decoding keeps local maxima (a 3×3 max
+pool), the top-k of them, and a per-class NMS for the rare duplicate.
+
+Boxes everywhere are ``x0, y0, x1, y1`` in input pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+GAUSS_ALPHA = 0.54  # TTFNet: sigma = alpha * side / 6, so a box's peak covers its inner half
+MIN_SIGMA_CELLS = 0.5
+
+
+class ConvBNReLU(nn.Sequential):
+    """3×3 (or k×k) convolution, batch norm, ReLU: the brick of every network here."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, k: int = 3) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+class CenterHead(nn.Module):
+    """A shared 3×3 layer and three 1×1 outputs: heatmap, size, offset."""
+
+    def __init__(self, c_in: int, c_head: int, num_classes: int) -> None:
+        super().__init__()
+
+        # One shared 3×3 layer, then a 1×1 per output: separate 3×3 branches would triple the
+        # cost at stride 4, the most expensive resolution of the network.
+        self.shared = ConvBNReLU(c_in, c_head)
+        self.heatmap = nn.Conv2d(c_head, num_classes, 1)
+        self.size = nn.Conv2d(c_head, 2, 1)
+        self.offset = nn.Conv2d(c_head, 2, 1)
+        # Start with every cell at p = 0.01 so the focal loss does not explode at step 0.
+        assert self.heatmap.bias is not None
+        nn.init.constant_(self.heatmap.bias, -math.log((1 - 0.01) / 0.01))
+
+    def forward(self, feat: Tensor) -> dict[str, Tensor]:
+        h = self.shared(feat)
+        return {"heatmap": self.heatmap(h), "size": self.size(h), "offset": self.offset(h)}
+
+
+# ----------------------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class Targets:
+    """Training targets for a batch, on the output grid ``(h, w)`` of a given stride."""
+
+    heatmap: Tensor  # (B, C, h, w) in [0, 1], 1 exactly at each centre cell
+    size: Tensor  # (B, M, 2) log(w / stride), log(h / stride) of the M padded boxes
+    offset: Tensor  # (B, M, 2) centre minus its cell, in cells
+    index: Tensor  # (B, M) flat index y * w + x of each centre cell
+    mask: Tensor  # (B, M) 1 for a real box, 0 for padding
+    ignore: Tensor  # (B, C, h, w) 1 inside boxes too small or hidden to learn from
+
+
+def make_targets(
+    boxes: list[Tensor],
+    classes: list[Tensor],
+    num_classes: int,
+    out_hw: tuple[int, int],
+    stride: int,
+    ignore: list[Tensor] | None = None,
+) -> Targets:
+    """Targets from per-image boxes ``(N_i, 4)`` (input px) and class indices ``(N_i,)``.
+
+    Boxes flagged in ``ignore`` (``(N_i,)`` bool) get no peak; their area is left out of the
+    loss instead, so the network is neither taught to find a 1-pixel sign nor punished for it.
+    """
+    h, w = out_hw
+    b = len(boxes)
+    m = max(1, max((len(x) for x in boxes), default=1))
+    heat = torch.zeros(b, num_classes, h, w)
+    size = torch.zeros(b, m, 2)
+    offset = torch.zeros(b, m, 2)
+    index = torch.zeros(b, m, dtype=torch.long)
+    mask = torch.zeros(b, m)
+    ign = torch.zeros(b, num_classes, h, w)
+    ys = torch.arange(h, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, dtype=torch.float32)[None, :]
+    for i, (bx, cl) in enumerate(zip(boxes, classes, strict=True)):
+        for j in range(len(bx)):
+            x0, y0, x1, y1 = (float(v) / stride for v in bx[j])
+            if ignore is not None and bool(ignore[i][j]):
+                r0, r1 = max(int(y0), 0), min(math.ceil(y1) + 1, h)
+                c0, c1 = max(int(x0), 0), min(math.ceil(x1) + 1, w)
+                ign[i, int(cl[j]), r0:r1, c0:c1] = 1.0
+                continue
+            bw, bh = max(x1 - x0, 1e-3), max(y1 - y0, 1e-3)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            ix, iy = min(max(int(cx), 0), w - 1), min(max(int(cy), 0), h - 1)
+            sx = max(GAUSS_ALPHA * bw / 6, MIN_SIGMA_CELLS)
+            sy = max(GAUSS_ALPHA * bh / 6, MIN_SIGMA_CELLS)
+            g = torch.exp(-((xs - ix) ** 2) / (2 * sx**2) - ((ys - iy) ** 2) / (2 * sy**2))
+            c = int(cl[j])
+            heat[i, c] = torch.maximum(heat[i, c], g)
+            size[i, j] = torch.tensor([math.log(bw), math.log(bh)])
+            offset[i, j] = torch.tensor([cx - ix, cy - iy])
+            index[i, j] = iy * w + ix
+            mask[i, j] = 1.0
+    return Targets(heat, size, offset, index, mask, ign * (heat < 1.0).float())
+
+
+# -------------------------------------------------------------------------------------- loss
+def focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    ignore: Tensor | None = None,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+) -> Tensor:
+    """CenterNet's penalty-reduced pixel-wise focal loss, normalised by the number of centres."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1.0).float()
+    neg = 1.0 - pos
+    if ignore is not None:
+        neg = neg * (1.0 - ignore)
+    pos_loss = torch.log(p) * (1 - p) ** alpha * pos
+    neg_loss = torch.log(1 - p) * p**alpha * (1 - target) ** beta * neg
+    n = pos.sum().clamp(min=1.0)
+    return -(pos_loss.sum() + neg_loss.sum()) / n
+
+
+def _gather(feat: Tensor, index: Tensor) -> Tensor:
+    """Values ``(B, M, K)`` of a map ``(B, K, h, w)`` at flat cell indices ``(B, M)``."""
+    b, k = feat.shape[:2]
+    flat = feat.reshape(b, k, -1)
+    return flat.gather(2, index[:, None, :].expand(b, k, index.shape[1])).transpose(1, 2)
+
+
+def centernet_loss(
+    pred: dict[str, Tensor], t: Targets, size_weight: float = 0.1, offset_weight: float = 1.0
+) -> dict[str, Tensor]:
+    """Named loss terms and their weighted sum ``total``."""
+    hm = focal_loss(pred["heatmap"], t.heatmap, t.ignore)
+    n = t.mask.sum().clamp(min=1.0)
+    m = t.mask[..., None]
+    size = (F.l1_loss(_gather(pred["size"], t.index), t.size, reduction="none") * m).sum() / n
+    off = (F.l1_loss(_gather(pred["offset"], t.index), t.offset, reduction="none") * m).sum() / n
+    total = hm + size_weight * size + offset_weight * off
+    return {"total": total, "heatmap": hm, "size": size, "offset": off}
+
+
+# ---------------------------------------------------------------------------------- decoding
+@dataclass(frozen=True)
+class Detections:
+    """Detections of one image: parallel tensors, boxes in input pixels."""
+
+    boxes: Tensor  # (N, 4) x0, y0, x1, y1
+    scores: Tensor  # (N,)
+    labels: Tensor  # (N,) class index 0..C-1
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise IoU ``(N, M)`` of boxes ``(N, 4)`` and ``(M, 4)``."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+
+
+def nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
+    """Indices kept by greedy per-class non-maximum suppression, best score first."""
+    order = torch.argsort(scores, descending=True)
+    if len(order) == 0:
+        return order
+    iou = box_iou(boxes[order], boxes[order])
+    same = labels[order][:, None] == labels[order][None, :]
+    suppress = (iou > iou_threshold) & same
+    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
+    for i in range(len(order)):  # N is at most top-k (~100): a Python loop is fine
+        if keep[i]:
+            later = suppress[i].clone()
+            later[: i + 1] = False
+            keep &= ~later
+    return order[keep]
+
+
+def decode(
+    pred: dict[str, Tensor],
+    stride: int,
+    top_k: int = 64,
+    score_threshold: float = 0.1,
+    iou_threshold: float = 0.6,
+) -> list[Detections]:
+    """Turn head outputs into per-image detections (boxes in input pixels)."""
+    heat = torch.sigmoid(pred["heatmap"])  # (B, C, h, w)
+    b, c, h, w = heat.shape
+    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).float()
+    scores, flat = peaks.reshape(b, -1).topk(min(top_k, c * h * w))  # over classes and cells
+    labels = flat // (h * w)
+    cell = flat % (h * w)
+    cy, cx = (cell // w).float(), (cell % w).float()
+    size = _gather(pred["size"], cell).exp()  # (B, K, 2) in cells
+    off = _gather(pred["offset"], cell)
+    out = []
+    for i in range(b):
+        keep = scores[i] >= score_threshold
+        x = cx[i][keep] + off[i, keep, 0]
+        y = cy[i][keep] + off[i, keep, 1]
+        bw, bh = size[i, keep, 0], size[i, keep, 1]
+        boxes = torch.stack([x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2], -1) * stride
+        s, lab = scores[i][keep], labels[i][keep]
+        k = nms(boxes, s, lab, iou_threshold)
+        out.append(Detections(boxes[k], s[k], lab[k]))
+    return out

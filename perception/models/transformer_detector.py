@@ -1,0 +1,117 @@
+"""A Transformer detector: a ViT encoder over image patches under the CenterNet heads.
+
+The backbone is a hybrid ViT (Dosovitskiy et al. 2021, "hybrid" variant): a two-layer conv stem
+makes a stride-4 feature map, a strided convolution cuts it into 16×16-pixel patch tokens, and a
+stack of pre-norm Transformer encoder blocks lets every patch attend to every other. The tokens
+are folded back into a map, upsampled to stride 4, added to the stem's features (which keep the
+fine detail a 6-pixel sign needs) and fed to the same heads as the CNN (centernet.py), so the two
+detectors differ only in how they see context: convolutions versus global self-attention.
+
+Shapes for the default 240×320 input and ``dim = 96``::
+
+    image                          (B, 3, 240, 320)
+    stem          stride 4         (B, 24, 60, 80)  ───────────────────────┐
+    patch embed   stride 16        (B, 300, 96)      tokens + 2D position  │
+    encoder × depth                (B, 300, 96)                            │
+    fold + up ×4 + 1×1             (B, 24, 60, 80)  ◀──────────────────────┘ (sum)
+    heads                          heatmap (B, C, 60, 80), size, offset
+
+A DETR-style set decoder was the alternative; its Hungarian-matched training needs hundreds of
+epochs, which a 2-core CPU cannot give, so the encoder sits under dense heads instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from perception.models.centernet import CenterHead, ConvBNReLU
+
+
+@dataclass(frozen=True)
+class TransformerDetectorConfig:
+    num_classes: int = 6  # DetectionClass values 1..6 map to indices 0..5
+    input_hw: tuple[int, int] = (240, 320)  # (H, W) px; multiples of 16
+    stem: int = 24  # channels of the stride-4 stem
+    patch: int = 4  # patch size on the stem map: 4 cells × stride 4 = 16 px
+    dim: int = 96  # token width
+    depth: int = 4  # encoder blocks
+    heads: int = 4  # attention heads
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    head: int = 24  # channels of the shared head layer
+    stride: int = 4  # output stride of the heads
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm Transformer encoder block: x + MHSA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, N, D)
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TransformerDetector(nn.Module):
+    """``forward(images (B, 3, H, W) in [0, 1]) -> {heatmap, size, offset}`` at stride 4."""
+
+    def __init__(self, cfg: TransformerDetectorConfig = TransformerDetectorConfig()) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h, w = cfg.input_hw
+        cell = cfg.stride * cfg.patch
+        if h % cell or w % cell:
+            raise ValueError(f"input_hw {cfg.input_hw} must be multiples of {cell}")
+        self.grid = (h // cell, w // cell)  # (15, 20) tokens by default
+        self.stem = nn.Sequential(
+            ConvBNReLU(3, cfg.stem // 2, stride=2), ConvBNReLU(cfg.stem // 2, cfg.stem, stride=2)
+        )
+        self.embed = nn.Conv2d(cfg.stem, cfg.dim, cfg.patch, cfg.patch)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.dim, *self.grid))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.unembed = nn.Conv2d(cfg.dim, cfg.stem, 1)
+        self.fuse = ConvBNReLU(cfg.stem, cfg.stem)
+        self.head = CenterHead(cfg.stem, cfg.head, cfg.num_classes)
+
+    def forward(self, images: Tensor, origin: tuple[int, int] = (0, 0)) -> dict[str, Tensor]:
+        """:param origin: ``(y, x)`` px of a training crop in the full frame (multiples of 16):
+        its tokens take the position embeddings of the cells they came from"""
+        x = (images - 0.5) / 0.25
+        f4 = self.stem(x)  # (B, S, H/4, W/4)
+        t = self.embed(f4)  # (B, D, H/16, W/16)
+        pos: Tensor = self.pos
+        cell = self.cfg.stride * self.cfg.patch
+        gy, gx = origin[0] // cell, origin[1] // cell
+        gh, gw = t.shape[-2:]
+        if gy + gh <= pos.shape[-2] and gx + gw <= pos.shape[-1]:  # the frame or a crop of it
+            pos = pos[:, :, gy : gy + gh, gx : gx + gw]
+        else:  # a larger input: stretch the position grid
+            pos = F.interpolate(pos, size=(gh, gw), mode="bilinear", align_corners=False)
+        t = t + pos
+        b, d, gh, gw = t.shape
+        tokens = t.flatten(2).transpose(1, 2)  # (B, N, D)
+        for blk in self.blocks:
+            tokens = blk(tokens)
+        tokens = self.norm(tokens)
+        g = tokens.transpose(1, 2).reshape(b, d, gh, gw)  # (B, D, H/16, W/16)
+        up = F.interpolate(
+            self.unembed(g), size=f4.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return self.head(self.fuse(f4 + up))

@@ -1,0 +1,522 @@
+"""The learned perceiver: camera frame in, ``PerceptionOutput`` out, with tracking.
+
+Each detection step (``detect_period_s``, 10 Hz by default):
+
+1. the frame is resized to the detector's input and run through it (CNN or Transformer);
+2. sign and light boxes are cut out of the frame and read by the STN classifier: a sign's type
+   and value, a light's state;
+3. each box gets an ego-frame position: vehicles and pedestrians from the ground plane under the
+   box's bottom edge (or the depth image when the box is cut by the image's bottom), signs and
+   lights from the depth image or their known size (perception/geometry.py);
+4. positions go to the map frame (with the ego's odometry) and are matched to tracks (Hungarian
+   assignment on distance, gated): tracks give stable ids, speeds and headings from motion, and
+   a memory: a speed-limit sign keeps its value after it leaves the image, and the limit it
+   sets becomes active when the ego passes it and stays active until another sign replaces it.
+
+Between detection steps, and every tick, the output is rebuilt from the tracks in the current
+ego frame. The light that governs the ego's lane is a light head facing the ego near the next
+junction entry on the route; its stop line is that entry. A light whose "green" is not certain
+is reported ``UNKNOWN``, which the planner treats as red: red must never become green.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from perception.export import WeightsError, load_model, model_config
+from perception.geometry import box_depth, depth_from_size, ground_point, point_at_depth
+from perception.models.centernet import Detections, decode
+from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
+from sim.errors import DrivestackError
+from sim.messages import (
+    ActorKind,
+    CameraFrame,
+    DetectedLight,
+    DetectedObject,
+    DetectedSign,
+    DetectionClass,
+    LightState,
+    Observation,
+    PerceptionOutput,
+    RouteAhead,
+    SignType,
+    VehicleState,
+)
+from sim.scenario import CameraSpec
+
+log = logging.getLogger(__name__)
+
+KMH = 1.0 / 3.6
+SIGN_FACE_WIDTH_M = 0.6  # OpenDRIVE's default sign size, as the camera draws it
+LIGHT_HEAD_HEIGHT_M = 1.0
+RESTRICTIVENESS = {  # which state wins when two heads of one approach disagree
+    LightState.RED: 4,
+    LightState.UNKNOWN: 3,
+    LightState.YELLOW: 2,
+    LightState.GREEN: 1,
+    LightState.OFF: 0,
+}
+
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DETECTORS = ("cnn", "transformer")
+
+
+def default_perceiver(kind: str, device: str | None = None) -> LearnedPerceiver:
+    """The learned perceiver with the shipped weights (perception/weights/): ``cnn`` or
+    ``transformer`` detector and the STN classifier; on CUDA when there is one."""
+    if kind not in DETECTORS:
+        raise DrivestackError(f"unknown learned perception {kind!r}; allowed: {DETECTORS}")
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return LearnedPerceiver.from_files(
+        str(WEIGHTS_DIR / f"{kind}.safetensors"), str(WEIGHTS_DIR / "stn.safetensors"), device=dev
+    )
+
+
+def default_camera(name: str = "front") -> CameraSpec:
+    """The forward camera learned perception runs on (and its weights were trained for):
+    320×240, 90° horizontal field of view, 1.5 m up and 1.5 m ahead of the rear axle, 5° down."""
+    return CameraSpec(name=name, width=320, height=240, fov_deg=90.0)
+
+
+@dataclass(frozen=True)
+class PerceiverSettings:
+    camera: str = "front"  # name of the camera sensor to read
+    detect_period_s: float = 0.1  # run the networks this often; tracks fill the ticks between
+    score_threshold: float = 0.35  # detector score to accept a box
+    top_k: int = 64
+    vehicle_size_m: tuple[float, float] = (4.6, 1.9)  # assumed length, width
+    pedestrian_size_m: tuple[float, float] = (0.6, 0.6)
+    # a box's bottom edge is the object's nearest point; its centre is about this far behind
+    centre_behind_m: dict[str, float] = field(
+        default_factory=lambda: {"vehicle": 1.8, "pedestrian": 0.2}
+    )
+    gate_m: float = 2.5  # association gate at close range (m) ...
+    gate_per_m: float = 0.1  # ... growing with distance, as monocular range error does
+    confirm_hits: int = 2  # detections before an object track is reported
+    report_age_s: float = 0.5  # objects not seen for longer are not reported
+    drop_age_s: float = 2.0  # object tracks not seen for longer are deleted
+    sign_memory_m: float = 30.0  # sign tracks are kept until this far behind the ego
+    position_gain: float = 0.5  # alpha-beta tracker: share of a residual taken into position
+    velocity_gain: float = 0.15  # ... and into velocity (per detection step)
+    standstill_mps: float = 0.7  # slower tracks are reported as standing still
+    max_speed_mps: dict[str, float] = field(
+        default_factory=lambda: {"vehicle": 30.0, "pedestrian": 4.0}
+    )
+    light_to_line_max_m: float = 35.0  # a head farther from the junction entry is another's
+    light_memory_s: float = 3.0  # a light unseen this long is forgotten (no deadlock at a
+    # red whose head the detector lost; the cost: a light lost while red for 3 s is run)
+    green_min_prob: float = 0.9  # a green read with less confidence is reported UNKNOWN
+    min_sign_px: float = 6.0  # signs smaller than this (frame px) are tracked, not read
+    limit_active_ahead_m: float = 3.0  # a limit sign counts from this far before the ego
+
+
+@dataclass
+class Track:
+    """A tracked thing in the map frame (internal state of the perceiver)."""
+
+    id: int
+    group: str  # vehicle | pedestrian | sign | light
+    x: float
+    y: float
+    t_first: float
+    t_last: float
+    hits: int = 1
+    vx: float = 0.0
+    vy: float = 0.0
+    score: float = 0.0
+    box: tuple[float, float, float, float] | None = None
+    votes: dict[str, float] = field(default_factory=dict)  # sign label -> weight
+    state: LightState = LightState.UNKNOWN  # last light state read
+
+    def label(self) -> str | None:
+        return max(self.votes, key=lambda k: self.votes[k]) if self.votes else None
+
+
+@dataclass(frozen=True)
+class FrameDetection:
+    """One box of one frame, read and placed (ego frame at the frame's time)."""
+
+    group: str
+    cls: DetectionClass
+    box: tuple[float, float, float, float]  # frame px, COCO edges
+    score: float
+    x: float
+    y: float
+    label: str | None = None  # classifier label for signs and lights
+    label_prob: float = 1.0
+
+
+GROUP = {
+    DetectionClass.VEHICLE: "vehicle",
+    DetectionClass.PEDESTRIAN: "pedestrian",
+    DetectionClass.TRAFFIC_LIGHT: "light",
+    DetectionClass.SPEED_LIMIT_SIGN: "sign",
+    DetectionClass.STOP_SIGN: "sign",
+    DetectionClass.YIELD_SIGN: "sign",
+}
+
+
+class LearnedPerceiver:
+    """``update(observation) -> PerceptionOutput`` from a camera, a detector and a classifier."""
+
+    def __init__(
+        self,
+        detector: nn.Module,
+        classifier: nn.Module,
+        settings: PerceiverSettings = PerceiverSettings(),
+        device: str = "cpu",
+    ) -> None:
+        self.cfg = settings
+        self.device = torch.device(device)
+        self.detector = detector.to(self.device).eval()
+        self.classifier = classifier.to(self.device).eval()
+        ccfg = model_config(classifier)
+        if not isinstance(ccfg, StnClassifierConfig):
+            raise WeightsError(
+                f"the classifier must be an stn model, got {type(classifier).__name__}"
+            )
+        self.ccfg: StnClassifierConfig = ccfg
+        dcfg = model_config(detector)
+        self.input_hw: tuple[int, int] = (int(dcfg.input_hw[0]), int(dcfg.input_hw[1]))
+        self.stride = int(dcfg.stride)
+        self._masks = {g: ccfg.group_mask(g).to(self.device) for g in ("sign", "light")}
+        self.camera_spec = default_camera(settings.camera)  # what the world must render for it
+        self.reset()
+
+    @classmethod
+    def from_files(
+        cls,
+        detector: str,
+        classifier: str,
+        settings: PerceiverSettings = PerceiverSettings(),
+        device: str = "cpu",
+    ) -> LearnedPerceiver:
+        det = load_model(detector, expect=("cnn", "transformer"), device=device)
+        clf = load_model(classifier, expect="stn", device=device)
+        return cls(det, clf, settings, device)
+
+    def reset(self) -> None:
+        self.tracks: list[Track] = []
+        self._next_id = 1
+        self._last_detect_t = -math.inf
+        self._limit_mps: float | None = None
+        self._limit_sign: int | None = None
+        # the governing light: stop line (map x, y), track id, state, when last seen (s)
+        self._light_line: tuple[float, float, int, LightState, float] | None = None
+        self.last_latency_s = 0.0
+
+    # --------------------------------------------------------------------------- the stage
+    def update(self, obs: Observation) -> PerceptionOutput:
+        frame = obs.sensors.get(self.cfg.camera)
+        if frame is None:
+            raise DrivestackError(
+                f"learned perception needs camera '{self.cfg.camera}'; the observation has "
+                f"{sorted(obs.sensors) or 'no sensors'}"
+            )
+        return self.perceive(frame, obs.ego, obs.route)
+
+    def perceive(
+        self, frame: CameraFrame, ego: VehicleState, route: RouteAhead | None = None
+    ) -> PerceptionOutput:
+        """The stage's work for one tick: detect (at ``detect_period_s``), track, report."""
+        dets: list[FrameDetection] | None = None
+        latency = 0.0
+        if frame.valid and ego.t - self._last_detect_t >= self.cfg.detect_period_s - 1e-9:
+            t0 = time.perf_counter()
+            dets = self.detect(frame)
+            latency = time.perf_counter() - t0
+            self.last_latency_s = latency
+        return self.track(dets, ego, route, latency)
+
+    def track(
+        self,
+        dets: list[FrameDetection] | None,
+        ego: VehicleState,
+        route: RouteAhead | None = None,
+        latency_s: float = 0.0,
+    ) -> PerceptionOutput:
+        """Fold one frame's detections (None: no detection step this tick) into the tracks and
+        report what they say in the ego frame of ``ego``."""
+        if dets is not None:
+            self._associate(dets, ego)
+            self._last_detect_t = ego.t
+        self._prune(ego)
+        self._update_limit(ego)
+        return self._output(ego, route, latency_s)
+
+    # ---------------------------------------------------------------------- per frame
+    @torch.inference_mode()
+    def detect(self, frame: CameraFrame) -> list[FrameDetection]:
+        """Boxes of one frame with classes, scores, classifier labels and ego-frame positions."""
+        h0, w0 = frame.rgb.shape[:2]
+        img = torch.from_numpy(np.ascontiguousarray(frame.rgb)).to(self.device)
+        img = img.permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H0, W0)
+        h, w = self.input_hw
+        x = img if (h0, w0) == (h, w) else F.interpolate(img, size=(h, w), mode="area")
+        det: Detections = decode(
+            self.detector(x), self.stride, self.cfg.top_k, self.cfg.score_threshold
+        )[0]
+        sx, sy = w0 / w, h0 / h
+        boxes = det.boxes * torch.tensor([sx, sy, sx, sy], device=self.device)
+        classes = [DetectionClass(int(c) + 1) for c in det.labels]
+        labels: list[tuple[str | None, float]] = [(None, 1.0)] * len(classes)
+        read = [i for i, c in enumerate(classes) if GROUP[c] in ("sign", "light")]
+        if read:
+            # crops from the network's input image, as the classifier was trained
+            scale = torch.tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy], device=self.device)
+            crops = crop_boxes(
+                x,
+                boxes[read] * scale,
+                torch.zeros(len(read), dtype=torch.long, device=self.device),
+                self.ccfg.crop,
+                self.ccfg.margin,
+            )
+            logits = self.classifier(crops)
+            for k, i in enumerate(read):
+                mask = self._masks[GROUP[classes[i]]]
+                p = torch.softmax(logits[k].masked_fill(~mask, -math.inf), 0)
+                j = int(p.argmax())
+                labels[i] = (self.ccfg.labels[j], float(p[j]))
+        out = []
+        bx = boxes.cpu().numpy()
+        for i, c in enumerate(classes):
+            box = (float(bx[i, 0]), float(bx[i, 1]), float(bx[i, 2]), float(bx[i, 3]))
+            pos = self.locate(frame, c, box)
+            if pos is None:
+                continue
+            out.append(
+                FrameDetection(GROUP[c], c, box, float(det.scores[i]), pos[0], pos[1], *labels[i])
+            )
+        return out
+
+    def locate(
+        self, frame: CameraFrame, cls: DetectionClass, box: tuple[float, float, float, float]
+    ) -> tuple[float, float] | None:
+        """Ego-frame ``(x, y)`` of a box's object (its centre for vehicles and people)."""
+        K, pose = frame.K, frame.pose
+        x0, y0, x1, y1 = box
+        u = (x0 + x1) / 2 - 0.5  # COCO edges -> pixel-centre coordinates
+        group = GROUP[cls]
+        h = frame.rgb.shape[0]
+        if group in ("vehicle", "pedestrian"):
+            p: np.ndarray | None = None
+            if frame.depth is not None and y1 >= h - 1:  # cut by the image: no ground contact
+                d = box_depth(frame.depth, box, 0.2)
+                if d is not None:
+                    p = point_at_depth(K, pose, u, (y0 + y1) / 2 - 0.5, d)[:2]
+            if p is None:
+                p = ground_point(K, pose, u, y1 - 0.5)
+            if p is None:
+                return None
+            r = math.hypot(p[0] - pose[0, 3], p[1] - pose[1, 3])
+            back = self.cfg.centre_behind_m.get(group, 0.0)
+            dx, dy = (p[0] - pose[0, 3]) / max(r, 1e-6), (p[1] - pose[1, 3]) / max(r, 1e-6)
+            return float(p[0] + back * dx), float(p[1] + back * dy)
+        v = (y0 + y1) / 2 - 0.5
+        d = box_depth(frame.depth, box, 0.5) if frame.depth is not None else None
+        if d is None:
+            if group == "sign":
+                d = depth_from_size(K[0, 0], SIGN_FACE_WIDTH_M, x1 - x0)
+            else:
+                d = depth_from_size(K[1, 1], LIGHT_HEAD_HEIGHT_M, y1 - y0)
+        q = point_at_depth(K, pose, u, v, d)
+        return float(q[0]), float(q[1])
+
+    # ----------------------------------------------------------------------- tracking
+    def _associate(self, dets: list[FrameDetection], ego: VehicleState) -> None:
+        t = ego.t
+        for group in ("vehicle", "pedestrian", "sign", "light"):
+            ds = [d for d in dets if d.group == group]
+            tr = [k for k in self.tracks if k.group == group]
+            pts = ego.to_map(np.array([[d.x, d.y] for d in ds])) if ds else np.zeros((0, 2))
+            matched_d: set[int] = set()
+            if ds and tr:
+                pred = np.array(
+                    [[k.x + k.vx * (t - k.t_last), k.y + k.vy * (t - k.t_last)] for k in tr]
+                )
+                cost = np.hypot(
+                    pts[:, None, 0] - pred[None, :, 0], pts[:, None, 1] - pred[None, :, 1]
+                )
+                rng = np.hypot(*(pts - (ego.x, ego.y)).T)
+                gate = self.cfg.gate_m + self.cfg.gate_per_m * rng
+                big = 1e6
+                c = np.where(cost <= gate[:, None], cost, big)
+                rows, cols = linear_sum_assignment(c)
+                for i, j in zip(rows, cols, strict=True):
+                    if c[i, j] >= big:
+                        continue
+                    self._update_track(tr[j], ds[i], pts[i], t)
+                    matched_d.add(i)
+            for i, d in enumerate(ds):
+                if i not in matched_d:
+                    k = Track(
+                        self._next_id,
+                        group,
+                        float(pts[i, 0]),
+                        float(pts[i, 1]),
+                        t,
+                        t,
+                        score=d.score,
+                        box=d.box,
+                    )
+                    self._next_id += 1
+                    self._read(k, d)
+                    self.tracks.append(k)
+
+    def _update_track(self, k: Track, d: FrameDetection, p: np.ndarray, t: float) -> None:
+        dt = t - k.t_last
+        if k.group in ("vehicle", "pedestrian"):
+            # alpha-beta filter: predict with the velocity, correct both by the residual
+            px, py = k.x + k.vx * dt, k.y + k.vy * dt
+            rx, ry = float(p[0]) - px, float(p[1]) - py
+            a, b = self.cfg.position_gain, self.cfg.velocity_gain
+            k.x, k.y = px + a * rx, py + a * ry
+            if dt > 1e-6:
+                k.vx, k.vy = k.vx + b * rx / dt, k.vy + b * ry / dt
+                sp, vmax = math.hypot(k.vx, k.vy), self.cfg.max_speed_mps[k.group]
+                if sp > vmax:
+                    k.vx, k.vy = k.vx * vmax / sp, k.vy * vmax / sp
+        else:  # signs and lights stand still: average every sighting
+            w = 1.0 / (k.hits + 1)
+            k.x, k.y = (1 - w) * k.x + w * float(p[0]), (1 - w) * k.y + w * float(p[1])
+        k.t_last, k.hits, k.score, k.box = t, k.hits + 1, d.score, d.box
+        self._read(k, d)
+
+    def _read(self, k: Track, d: FrameDetection) -> None:
+        if d.label is None:
+            return
+        if k.group == "light":
+            state = LightState[d.label.removeprefix("light_").upper()]
+            if state == LightState.GREEN and d.label_prob < self.cfg.green_min_prob:
+                state = LightState.UNKNOWN
+            k.state = state
+            return
+        side = min(d.box[2] - d.box[0], d.box[3] - d.box[1])
+        if side >= self.cfg.min_sign_px:  # bigger, nearer signs are read better: weigh by size
+            k.votes[d.label] = k.votes.get(d.label, 0.0) + side * d.label_prob
+
+    def _prune(self, ego: VehicleState) -> None:
+        keep = []
+        for k in self.tracks:
+            if k.group in ("vehicle", "pedestrian", "light"):
+                if ego.t - k.t_last <= self.cfg.drop_age_s:
+                    keep.append(k)
+            elif float(ego.to_ego(np.array([[k.x, k.y]]))[0, 0]) > -self.cfg.sign_memory_m:
+                keep.append(k)
+        self.tracks = keep
+
+    def _update_limit(self, ego: VehicleState) -> None:
+        """The active limit: that of the last speed-limit sign the ego has reached."""
+        for k in self.tracks:
+            lab = k.label()
+            if (
+                k.group != "sign"
+                or lab is None
+                or not lab.startswith("limit_")
+                or k.id == self._limit_sign
+            ):
+                continue
+            x = float(ego.to_ego(np.array([[k.x, k.y]]))[0, 0])
+            if x <= self.cfg.limit_active_ahead_m and k.hits >= self.cfg.confirm_hits:
+                self._limit_mps = float(lab.removeprefix("limit_")) * KMH
+                self._limit_sign = k.id
+
+    # ------------------------------------------------------------------------- output
+    def _output(
+        self, ego: VehicleState, route: RouteAhead | None, latency: float
+    ) -> PerceptionOutput:
+        cfg = self.cfg
+        objects: list[DetectedObject] = []
+        signs: list[DetectedSign] = []
+        lights_seen: list[tuple[Track, np.ndarray]] = []
+        for k in self.tracks:
+            age = ego.t - k.t_last
+            pt = np.array([[k.x + k.vx * age, k.y + k.vy * age]])
+            p = ego.to_ego(pt)[0]
+            if k.group in ("vehicle", "pedestrian"):
+                if k.hits < cfg.confirm_hits or age > cfg.report_age_s:
+                    continue
+                speed = math.hypot(k.vx, k.vy)
+                c, s = math.cos(ego.yaw), math.sin(ego.yaw)
+                yaw = math.atan2(-s * k.vx + c * k.vy, c * k.vx + s * k.vy) if speed > 1.0 else 0.0
+                if speed < cfg.standstill_mps:
+                    speed = 0.0
+                length, width = (
+                    cfg.vehicle_size_m if k.group == "vehicle" else cfg.pedestrian_size_m
+                )
+                kind = ActorKind.VEHICLE if k.group == "vehicle" else ActorKind.PEDESTRIAN
+                objects.append(
+                    DetectedObject(
+                        k.id,
+                        kind,
+                        float(p[0]),
+                        float(p[1]),
+                        yaw,
+                        speed,
+                        length,
+                        width,
+                        k.score,
+                        k.box,
+                    )
+                )
+            elif k.group == "sign":
+                lab = k.label()
+                if lab is None or age > cfg.report_age_s or k.hits < cfg.confirm_hits:
+                    continue
+                if lab.startswith("limit_"):
+                    sign = DetectedSign(
+                        k.id,
+                        SignType.SPEED_LIMIT,
+                        float(lab[6:]),
+                        float(p[0]),
+                        float(p[1]),
+                        k.score,
+                    )
+                else:
+                    sign = DetectedSign(
+                        k.id, SignType[lab.upper()], 0.0, float(p[0]), float(p[1]), k.score
+                    )
+                signs.append(sign)
+            elif age <= cfg.report_age_s and k.state != LightState.OFF:
+                lights_seen.append((k, p))
+        lights = self._governing_light(ego, route, lights_seen)
+        return PerceptionOutput(
+            ego.t, ego.frame, tuple(objects), tuple(signs), lights, self._limit_mps, latency
+        )
+
+    def _governing_light(
+        self, ego: VehicleState, route: RouteAhead | None, seen: list[tuple[Track, np.ndarray]]
+    ) -> tuple[DetectedLight, ...]:
+        """The light of the ego's lane, its stop line at the route's next junction entry."""
+        if route is not None and len(route.junction) and route.junction[0] < 0:
+            ahead = np.flatnonzero(route.junction >= 0)
+            if len(ahead) and seen:
+                line = route.xy[int(ahead[0])]
+                near = [
+                    (k, float(np.hypot(*(p - line))))
+                    for k, p in seen
+                    if np.hypot(*(p - line)) < self.cfg.light_to_line_max_m and p[0] > 0.0
+                ]
+                if near:
+                    k, _ = max(near, key=lambda kn: RESTRICTIVENESS[kn[0].state])
+                    m = ego.to_map(line[None])[0]
+                    self._light_line = (float(m[0]), float(m[1]), k.id, k.state, ego.t)
+        if self._light_line is None:
+            return ()
+        mx, my, lid, state, t_seen = self._light_line
+        p = ego.to_ego(np.array([[mx, my]]))[0]
+        if p[0] < -5.0 or ego.t - t_seen > self.cfg.light_memory_s:  # passed, or long unseen
+            self._light_line = None
+            return ()
+        return (DetectedLight(lid, state, float(p[0]), float(p[1])),)

@@ -1,0 +1,443 @@
+"""Training of the detectors (``cnn``, ``transformer``) and the crop classifier (``stn``).
+
+``python -m launch perception train --config cnn --data DIR --out DIR`` runs :func:`train`. A run
+is self-describing: ``OUT/train_config.json`` holds every setting, ``OUT/tb/`` the TensorBoard
+scalars (loss terms, learning rate, validation loss/accuracy), ``OUT/checkpoint.pt`` the state to
+resume from (``--resume``) and, at the end, ``OUT/model.safetensors`` + ``OUT/model.json`` the
+exported network (perception/export.py). All randomness comes from one seed: the torch generator
+that shuffles batches, draws augmentations and jitters crops, and the initial weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from perception.data import (
+    NUM_CLASSES,
+    AugmentConfig,
+    DatasetError,
+    DetectionSet,
+    augment,
+    crop_targets,
+    jitter_boxes,
+    load_split,
+)
+from perception.export import (
+    ARCHITECTURES,
+    config_from_dict,
+    config_to_dict,
+    model_config,
+    save_model,
+)
+from perception.models.centernet import centernet_loss, make_targets
+from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
+from sim.errors import DrivestackError
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+CONTEXT_PX = 64  # side of the stored context patch around each sign/light (classifier training)
+CONTEXT_SCALE = 2.0  # the context patch spans this many box sizes
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (a YAML file under perception/configs/ or the user's)."""
+
+    model: str = "cnn"  # cnn | transformer | stn
+    model_config: dict[str, Any] = field(default_factory=dict)  # overrides of its config
+    epochs: int = 10
+    batch_size: int = 16  # images (detectors) or crops (stn)
+    lr: float = 2e-3  # peak AdamW learning rate; linear warm-up then cosine decay
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    grad_clip: float = 10.0
+    seed: int = 0
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke tests)
+    train_split: str = "train"
+    val_split: str | None = "val"  # None: no validation
+    limit_images: int | None = None  # use only the first N images of each split
+    crop_hw: tuple[int, int] | None = None  # detectors: train on random windows this size
+    ignore_below_px: float = 3.0  # detectors: boxes lower than this (input px) are not learnt
+    ignore_occlusion: float = 0.8  # detectors: nor boxes hidden this much
+    balanced: bool = False  # stn: draw crops with weight 1/sqrt(count of their label)
+    crop_min_side_px: float = 3.0  # stn: ignore signs/lights smaller than this (input px)
+    crop_jitter: float = 0.15  # stn: boxes moved/rescaled by up to this share, as a detector errs
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["crop_hw"] = list(self.crop_hw) if self.crop_hw else None
+        d["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["augment"].items()}
+        return d
+
+
+def load_train_config(name_or_path: str, **overrides: Any) -> TrainConfig:
+    """A built-in config name (``cnn``, ``transformer``, ``stn``) or a YAML path, plus overrides."""
+    path = Path(name_or_path)
+    if not path.suffix and (CONFIG_DIR / f"{name_or_path}.yaml").is_file():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        builtin = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise DrivestackError(f"--config {name_or_path}: no such file; built-in: {builtin}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DrivestackError(f"{path}: not valid YAML ({exc})") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise DrivestackError(f"{path}: unknown field(s) {unknown}; allowed: {sorted(fields)}")
+    if data.get("model", "cnn") not in ARCHITECTURES:
+        raise DrivestackError(
+            f"{path}: model {data.get('model')!r}; allowed: {list(ARCHITECTURES)}"
+        )
+    aug = data.pop("augment", None) or {}
+    try:
+        aug_values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()
+        }
+        augment_cfg = AugmentConfig(**aug_values)
+        if data.get("crop_hw") is not None:
+            data["crop_hw"] = tuple(data["crop_hw"])
+        cfg = TrainConfig(**data, augment=augment_cfg)
+        config_from_dict(cfg.model, cfg.model_config, str(path))
+    except TypeError as exc:
+        raise DrivestackError(f"{path}: {exc}") from None
+    return cfg
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    cls, _ = ARCHITECTURES[cfg.model]
+    model_cfg = config_from_dict(cfg.model, cfg.model_config)
+    if cfg.model != "stn" and model_cfg.num_classes != NUM_CLASSES:
+        raise DrivestackError(f"model_config.num_classes must be {NUM_CLASSES} (DetectionClass)")
+    return cls(model_cfg)
+
+
+def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+    return f
+
+
+# ------------------------------------------------------------------------------ batches
+class DetectorBatches:
+    """Shuffled image batches with their CenterNet targets."""
+
+    def __init__(self, data: DetectionSet, cfg: TrainConfig, stride: int) -> None:
+        self.data, self.cfg, self.stride = data, cfg, stride
+
+    def __len__(self) -> int:
+        return max(1, len(self.data) // self.cfg.batch_size)
+
+    def loss(
+        self, model: nn.Module, idx: Tensor, gen: torch.Generator | None, dev: torch.device
+    ) -> dict[str, Tensor]:
+        d = self.data
+        images = d.images[idx]
+        boxes = [d.boxes[i] for i in idx]
+        ignore = [
+            ((d.boxes[i][:, 3] - d.boxes[i][:, 1]) < self.cfg.ignore_below_px)
+            | (d.occlusion[i] >= self.cfg.ignore_occlusion)
+            for i in idx
+        ]
+        origin = (0, 0)
+        if gen is not None and self.cfg.crop_hw is not None:
+            images, boxes, ignore, origin = random_crop(
+                images, boxes, ignore, self.cfg.crop_hw, gen
+            )
+        images = images.to(dev).float() / 255.0
+        if gen is not None:
+            images = augment(images, self.cfg.augment, gen)
+        h, w = images.shape[-2:]
+        t = make_targets(
+            boxes,
+            [d.labels[i] for i in idx],
+            NUM_CLASSES,
+            (h // self.stride, w // self.stride),
+            self.stride,
+            ignore,
+        )
+        t = type(t)(*(getattr(t, f.name).to(dev) for f in dataclasses.fields(t)))
+        return centernet_loss(model(images, origin), t)
+
+    def epoch(self, gen: torch.Generator) -> Iterator[Tensor]:
+        perm = torch.randperm(len(self.data), generator=gen)
+        for k in range(len(self)):
+            yield perm[k * self.cfg.batch_size : (k + 1) * self.cfg.batch_size]
+
+
+def random_crop(
+    images: Tensor,
+    boxes: list[Tensor],
+    ignore: list[Tensor],
+    crop_hw: tuple[int, int],
+    gen: torch.Generator,
+    align: int = 16,
+) -> tuple[Tensor, list[Tensor], list[Tensor], tuple[int, int]]:
+    """One random window (aligned to ``align`` px) cut from a whole batch.
+
+    Boxes are moved into the window and clipped; a box with less than half of it inside is
+    kept as an ignored region, one wholly outside has no effect (zero-size boxes are ignored).
+    :return: the crops, their boxes and ignore flags, and the window's origin ``(y, x)`` px
+    """
+    h, w = images.shape[-2:]
+    ch, cw = crop_hw
+    y0 = align * int(torch.randint(0, (h - ch) // align + 1, (1,), generator=gen))
+    x0 = align * int(torch.randint(0, (w - cw) // align + 1, (1,), generator=gen))
+    out_boxes, out_ignore = [], []
+    for b, ig in zip(boxes, ignore, strict=True):
+        area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).clamp(min=1e-6)
+        moved = b - torch.tensor([x0, y0, x0, y0], dtype=b.dtype)
+        clipped = torch.stack(
+            [
+                moved[:, 0].clamp(0, cw),
+                moved[:, 1].clamp(0, ch),
+                moved[:, 2].clamp(0, cw),
+                moved[:, 3].clamp(0, ch),
+            ],
+            1,
+        )
+        inside = ((clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])) / area
+        out_boxes.append(clipped)
+        out_ignore.append(ig | (inside < 0.5))
+    return images[:, :, y0 : y0 + ch, x0 : x0 + cw], out_boxes, out_ignore, (y0, x0)
+
+
+class CropBatches:
+    """Shuffled batches of sign/light crops, re-cut with a jittered box every time."""
+
+    def __init__(
+        self, data: DetectionSet, cfg: TrainConfig, model_cfg: StnClassifierConfig
+    ) -> None:
+        self.cfg, self.mcfg = cfg, model_cfg
+        img_idx, boxes, self.labels = crop_targets(data, model_cfg, cfg.crop_min_side_px)
+        if len(boxes) == 0:
+            raise DatasetError(f"{data.source}: no sign or light boxes to train the classifier on")
+        # Context patches around each box, cut once: re-cutting from full frames every batch
+        # would convert hundreds of full images to float per step.
+        wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
+        c = (boxes[:, :2] + boxes[:, 2:]) / 2
+        ctx = torch.cat([c - wh * CONTEXT_SCALE / 2, c + wh * CONTEXT_SCALE / 2], 1)
+        patches = []
+        for s in range(0, len(boxes), 256):
+            sel = torch.arange(s, min(s + 256, len(boxes)))
+            uniq, inv = torch.unique(img_idx[sel], return_inverse=True)
+            imgs = data.images[uniq].float() / 255.0
+            patches.append(crop_boxes(imgs, ctx[sel], inv, CONTEXT_PX, 0.0))
+        self.patches = (torch.cat(patches) * 255).round().to(torch.uint8)  # (N, 3, 64, 64)
+        half = CONTEXT_PX / (2 * CONTEXT_SCALE)
+        centre = CONTEXT_PX / 2
+        self.box = torch.tensor([centre - half, centre - half, centre + half, centre + half])
+
+    def __len__(self) -> int:
+        return max(1, len(self.labels) // self.cfg.batch_size)
+
+    def crops(self, idx: Tensor, gen: torch.Generator | None, dev: torch.device) -> Tensor:
+        patches = self.patches[idx].to(dev).float() / 255.0
+        boxes = self.box.repeat(len(idx), 1)
+        if gen is not None:
+            boxes = jitter_boxes(boxes, self.cfg.crop_jitter, gen)
+        crops = crop_boxes(
+            patches,
+            boxes.to(dev),
+            torch.arange(len(idx), device=dev),
+            self.mcfg.crop,
+            self.mcfg.margin,
+        )
+        return augment(crops, self.cfg.augment, gen) if gen is not None else crops
+
+    def loss(
+        self, model: nn.Module, idx: Tensor, gen: torch.Generator | None, dev: torch.device
+    ) -> dict[str, Tensor]:
+        logits = model(self.crops(idx, gen, dev))
+        y = self.labels[idx].to(dev)
+        loss = nn.functional.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        return {"total": loss, "accuracy": acc.detach()}
+
+    def epoch(self, gen: torch.Generator) -> Iterator[Tensor]:
+        if self.cfg.balanced:
+            # rare labels (a yellow light, a "limit_80") drawn more often: weight 1/sqrt(count)
+            counts = torch.bincount(self.labels, minlength=self.mcfg.num_labels).float()
+            weight = counts[self.labels].rsqrt()
+            perm = torch.multinomial(weight, len(self.labels), replacement=True, generator=gen)
+        else:
+            perm = torch.randperm(len(self.labels), generator=gen)
+        for k in range(len(self)):
+            yield perm[k * self.cfg.batch_size : (k + 1) * self.cfg.batch_size]
+
+
+def _batches(
+    data: DetectionSet, cfg: TrainConfig, model: nn.Module
+) -> DetectorBatches | CropBatches:
+    if cfg.model == "stn":
+        return CropBatches(data, cfg, model_config(model))
+    return DetectorBatches(data, cfg, int(model_config(model).stride))
+
+
+def _input_hw(model: nn.Module) -> tuple[int, int]:
+    hw = getattr(model_config(model), "input_hw", (240, 320))
+    return int(hw[0]), int(hw[1])
+
+
+@torch.no_grad()
+def _validate(
+    model: nn.Module, batches: DetectorBatches | CropBatches, dev: torch.device
+) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    size = len(batches.data) if isinstance(batches, DetectorBatches) else len(batches.labels)
+    for s in range(0, size, batches.cfg.batch_size):
+        idx = torch.arange(s, min(s + batches.cfg.batch_size, size))
+        for k, v in batches.loss(model, idx, None, dev).items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+        n += len(idx)
+    model.train()
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+# ------------------------------------------------------------------------------ training
+def train(
+    cfg: TrainConfig,
+    data_dir: str | Path | list[str] | list[Path],
+    out_dir: str | Path,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train one model; return the path of its exported ``model.safetensors``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DrivestackError("--device cuda: no CUDA device here; use --device cpu")
+    dev = torch.device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(cfg).to(dev)
+    hw = _input_hw(model)
+    t0 = time.perf_counter()
+    data = load_split(data_dir, cfg.train_split, hw, cfg.limit_images)
+    batches = _batches(data, cfg, model)
+    val = None
+    if cfg.val_split:
+        try:
+            vdata = load_split(data_dir, cfg.val_split, hw, cfg.limit_images)
+            val = _batches(
+                vdata, dataclasses.replace(cfg, batch_size=max(cfg.batch_size, 32)), model
+            )
+        except DatasetError as exc:
+            log.warning("no validation: %s", exc)
+    log.info("loaded %d training images in %.1f s", len(data), time.perf_counter() - t0)
+    steps_per_epoch = len(batches)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    (out / "train_config.json").write_text(
+        json.dumps(
+            {
+                "train": cfg.to_dict(),
+                "model_config": config_to_dict(model_config(model)),
+                "data": [str(d) for d in data_dir] if isinstance(data_dir, list) else str(data_dir),
+                "device": device,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    ckpt_path = out / "checkpoint.pt"
+    step, epoch0 = 0, 0
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        if ck["train"] != cfg.to_dict():
+            raise DrivestackError(
+                f"{ckpt_path}: was made with another config; resume with the same one"
+            )
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        gen.set_state(ck["generator"])
+        step, epoch0 = int(ck["step"]), int(ck["epoch"])
+        log.info("resumed at epoch %d, step %d", epoch0, step)
+    writer = SummaryWriter(str(out / "tb"))
+    writer.add_text("config", json.dumps(cfg.to_dict(), indent=2))
+    model.train()
+    bar = tqdm(
+        total=total,
+        initial=step,
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        mininterval=1.0,
+    )
+    epoch = epoch0
+    try:
+        for epoch in range(epoch0, cfg.epochs):
+            if step >= total:
+                break
+            for idx in batches.epoch(gen):
+                if step >= total:
+                    break
+                terms = batches.loss(model, idx, gen, dev)
+                opt.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                for k, v in terms.items():
+                    writer.add_scalar(f"train/{k}", float(v.detach()), step)
+                writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{float(terms['total'].detach()):.3f}")
+            if val is not None:
+                for k, value in _validate(model, val, dev).items():
+                    writer.add_scalar(f"val/{k}", value, step)
+                    log.info("epoch %d val %s %.4f", epoch, k, value)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(),
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "train": cfg.to_dict(),
+                },
+                ckpt_path,
+            )
+    finally:
+        bar.close()
+        writer.close()
+    model.eval()
+    return save_model(
+        model.cpu(), out / "model.safetensors", extra={"train": cfg.to_dict(), "steps": step}
+    )

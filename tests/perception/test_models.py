@@ -1,0 +1,121 @@
+"""Shapes, a loss that falls on a tiny batch, and decoding/NMS on hand-made head outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from perception.models.centernet import box_iou, centernet_loss, decode, make_targets, nms
+from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
+from perception.models.stn_classifier import StnClassifier, StnClassifierConfig, crop_boxes
+from perception.models.transformer_detector import (
+    TransformerDetector,
+    TransformerDetectorConfig,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        CnnDetector(CnnDetectorConfig(input_hw=(96, 128))),
+        TransformerDetector(TransformerDetectorConfig(input_hw=(96, 128), depth=1)),
+    ],
+    ids=["cnn", "transformer"],
+)
+def test_detector_output_shapes(model: torch.nn.Module) -> None:
+    out = model(torch.rand(2, 3, 96, 128))
+    assert out["heatmap"].shape == (2, 6, 24, 32)
+    assert out["size"].shape == (2, 2, 24, 32)
+    assert out["offset"].shape == (2, 2, 24, 32)
+
+
+def test_classifier_shapes_and_identity_warp() -> None:
+    cfg = StnClassifierConfig()
+    model = StnClassifier(cfg).eval()
+    crops = torch.rand(5, 3, cfg.crop, cfg.crop)
+    assert model(crops).shape == (5, cfg.num_labels)
+    # the spatial transformer starts as the identity: the warped crop is the crop
+    torch.testing.assert_close(model.warp(crops), crops, atol=1e-5, rtol=0)
+    assert cfg.labels[-4:] == ("light_red", "light_yellow", "light_green", "light_off")
+    assert int(cfg.group_mask("light").sum()) == 4
+
+
+def test_crop_boxes_cuts_the_box_out() -> None:
+    img = torch.zeros(1, 3, 40, 60)
+    img[:, 0, 10:20, 30:40] = 1.0  # a red 10×10 square
+    crop = crop_boxes(img, torch.tensor([[30.0, 10.0, 40.0, 20.0]]), torch.tensor([0]), 8, 0.0)
+    assert crop.shape == (1, 3, 8, 8)
+    assert float(crop[0, 0].min()) > 0.99 and float(crop[0, 1:].max()) < 1e-6
+
+
+def test_loss_falls_on_a_tiny_batch() -> None:
+    torch.manual_seed(0)
+    model = CnnDetector(CnnDetectorConfig(input_hw=(64, 64)))
+    images = torch.rand(2, 3, 64, 64) * 0.2
+    images[0, :, 16:32, 8:40] = 0.9  # a "vehicle"
+    images[1, 0, 40:52, 40:52] = 1.0  # a "stop sign"
+    boxes = [torch.tensor([[8.0, 16.0, 40.0, 32.0]]), torch.tensor([[40.0, 40.0, 52.0, 52.0]])]
+    classes = [torch.tensor([0]), torch.tensor([4])]
+    t = make_targets(boxes, classes, 6, (16, 16), 4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = centernet_loss(model(images), t)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_targets_peak_at_the_box_centre() -> None:
+    t = make_targets([torch.tensor([[8.0, 8.0, 24.0, 16.0]])], [torch.tensor([2])], 6, (10, 10), 4)
+    # centre (16, 12) px = cell (4, 3); width 16 px = 4 cells, height 2 cells
+    assert float(t.heatmap[0, 2, 3, 4]) == 1.0
+    assert float(t.heatmap.sum()) > 1.0 and float(t.heatmap[0, :2].sum()) == 0.0
+    assert int(t.index[0, 0]) == 3 * 10 + 4
+    torch.testing.assert_close(t.size[0, 0], torch.tensor([math.log(4.0), math.log(2.0)]))
+    torch.testing.assert_close(t.offset[0, 0], torch.tensor([0.0, 0.0]))
+
+
+def test_ignored_boxes_get_no_peak_and_no_penalty() -> None:
+    boxes = [torch.tensor([[8.0, 8.0, 24.0, 16.0], [30.0, 30.0, 32.0, 31.0]])]
+    t = make_targets(boxes, [torch.tensor([0, 3])], 6, (10, 10), 4, [torch.tensor([False, True])])
+    assert float(t.heatmap[0, 3].max()) == 0.0
+    assert float(t.ignore[0, 3, 7, 7]) == 1.0 and float(t.ignore[0, 0].sum()) == 0.0
+
+
+def _head(c: int, h: int, w: int) -> dict[str, torch.Tensor]:
+    return {
+        "heatmap": torch.full((1, c, h, w), -10.0),
+        "size": torch.zeros(1, 2, h, w),
+        "offset": torch.zeros(1, 2, h, w),
+    }
+
+
+def test_decode_hand_made_heatmap() -> None:
+    pred = _head(6, 10, 12)
+    pred["heatmap"][0, 1, 3, 5] = 4.0  # a pedestrian at cell (5, 3)
+    pred["heatmap"][0, 1, 3, 6] = 2.0  # its neighbour: not a local maximum
+    pred["size"][0, :, 3, 5] = torch.tensor([math.log(2.0), math.log(4.0)])  # 2×4 cells
+    pred["offset"][0, :, 3, 5] = torch.tensor([0.5, 0.25])
+    pred["heatmap"][0, 4, 8, 1] = 1.0  # a stop sign, score sigmoid(1) = 0.73
+    dets = decode(pred, stride=4, score_threshold=0.5)[0]
+    assert len(dets.boxes) == 2
+    # centre (5.5, 3.25) cells = (22, 13) px; 8 px wide, 16 px tall
+    torch.testing.assert_close(dets.boxes[0], torch.tensor([18.0, 5.0, 26.0, 21.0]))
+    assert dets.labels.tolist() == [1, 4]
+    assert float(dets.scores[0]) == pytest.approx(1 / (1 + math.exp(-4.0)))
+
+
+def test_nms_suppresses_duplicates_of_one_class_only() -> None:
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1.0, 1, 11, 11], [0.0, 0, 10, 10], [50.0, 50, 60, 60]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    labels = torch.tensor([0, 0, 1, 0])
+    keep = nms(boxes, scores, labels, 0.5)
+    assert sorted(keep.tolist()) == [0, 2, 3]
+    assert float(box_iou(boxes[:1], boxes[1:2])) == pytest.approx(81 / 119)
