@@ -62,6 +62,10 @@ class MPCSettings:
     # steps each input is held (move blocking); sums to horizon; fine early, coarse late
     input_blocks: tuple[int, ...] = (1, 1, 1, 1, 2, 2, 2, 2, 4, 4)
     control_period_s: float = 0.05  # time between applied inputs: rate bounds of the first step
+    # the reference reads the plan's speed profile this far ahead (times the ego's speed, at
+    # least 1 m), as the PID baseline does: the planner re-anchors its profile at the ego's
+    # speed every cycle, so a reference read at the ego lags the profile by the actuator lag
+    speed_preview_s: float = 0.5
     model: str = "lagged"  # "lagged" (inputs are actuator commands) or "kinematic"
     # tracking weights, per unit² of error at steps 1..N; the last step counts w_terminal times
     w_lateral: float = 1.0  # 1/m²
@@ -80,6 +84,10 @@ class MPCSettings:
     steer_rate_max_radps: float = 0.6
     jerk_max_mps3: float = 4.0
     vehicle: VehicleParams = field(default_factory=VehicleParams)
+    # "sqp": Gauss-Newton SQP iterated to convergence (line search after the first step);
+    # "rti": the real-time iteration (Diehl et al.): one Gauss-Newton QP per control step from
+    # the shifted warm start, converged when its QP is; what OSQP's linearised QP does
+    mode: str = "sqp"
     # solver budget
     max_sqp_iters: int = 8  # a warm start needs 1-2; a cold start far from the path up to ~6
     # converged when no input moves more than this fraction of its range in an iteration; what
@@ -89,6 +97,8 @@ class MPCSettings:
     dtype: str = "float32"  # float32: half the memory traffic of float64, the same optimum
 
     def __post_init__(self) -> None:
+        if self.speed_preview_s < 0.0:
+            raise ValueError("MPCSettings.speed_preview_s must be >= 0")
         if self.horizon < 2 or self.dt_s <= 0.0 or self.control_period_s <= 0.0:
             raise ValueError("MPCSettings: horizon must be >= 2, dt_s and control_period_s > 0")
         if sum(self.input_blocks) != self.horizon or min(self.input_blocks) < 1:
@@ -100,6 +110,8 @@ class MPCSettings:
             raise ValueError(
                 f"MPCSettings.model must be one of {sorted(MODELS)}, not {self.model!r}"
             )
+        if self.mode not in ("sqp", "rti"):
+            raise ValueError(f"MPCSettings.mode must be 'sqp' or 'rti', not {self.mode!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(
                 f"MPCSettings.dtype must be 'float32' or 'float64', not {self.dtype!r}"
@@ -317,7 +329,8 @@ class MPC:
         qp_ok = torch.zeros(bsz, dtype=torch.bool, device=self.device)
         converged = torch.zeros_like(qp_ok)
         sqp_iters = qp_iters = 0
-        for it in range(cfg.max_sqp_iters):
+        rti = cfg.mode == "rti"
+        for it in range(1 if rti else cfg.max_sqp_iters):
             sqp_iters += 1
             full = len(rows) == bsz
             sub = problem if full else tuple(t[rows] for t in problem)
@@ -331,7 +344,7 @@ class MPC:
             else:
                 xs[rows], zb[rows], ys[rows], qp_ok[rows] = xs_n, zb_n, ys_n, ok
             qp_iters = max(qp_iters, iters)
-            done = step <= cfg.sqp_tol
+            done = torch.ones_like(step, dtype=torch.bool) if rti else step <= cfg.sqp_tol
             converged[rows[done]] = True
             rows = rows[~done]
             if len(rows) == 0:

@@ -39,7 +39,8 @@ def plan_reference(plan: Plan, state: VehicleState, cfg: MPCSettings) -> FloatAr
     """The reference ``(N+1, 5)`` (x, y, yaw, v, curvature) in ``state``'s ego frame.
 
     The reference point starts at the ego's projection on the path and advances by
-    ``dt · v_ref`` each step; beyond the path's ends it continues straight at the last speed.
+    ``dt · v_ref`` each step, its speeds read ``settings.speed_preview_s`` ahead (at least
+    1 m); beyond the path's ends it continues straight at the last speed.
 
     :return: the reference, or why there is none (a string)
     """
@@ -75,13 +76,17 @@ def plan_reference(plan: Plan, state: VehicleState, cfg: MPCSettings) -> FloatAr
     # ahead, a = (v_ahead² - v²) / 2ds (exact for the planner's piecewise v²-linear profiles),
     # so a profile that starts at rest and rises ahead gets it going (advancing by dt·v(s)
     # alone would stay at rest for ever), and one that falls to rest stops it there.
+    # Its speeds are read a preview distance ahead (as the PID baseline does): the planner
+    # re-anchors its profile at the ego's speed every cycle, and a reference read at the ego
+    # would leave the car behind the profile by its actuator lag, cycle after cycle.
     progress, v_ref = np.empty(cfg.horizon + 1), np.empty(cfg.horizon + 1)
     progress[0] = s[i] + t[i] * seg_len[i]
-    v_ref[0] = float(np.interp(progress[0], s, speed))
+    preview = max(state.speed * cfg.speed_preview_s, 1.0) if cfg.speed_preview_s > 0 else 0.0
+    v_ref[0] = float(np.interp(progress[0] + preview, s, speed))
     dt, ds = cfg.dt_s, REFERENCE_ACCEL_BASE_M
     for k in range(cfg.horizon):
         v0 = v_ref[k]
-        v1 = float(np.interp(max(progress[k], 0.0) + ds, s, speed))
+        v1 = float(np.interp(max(progress[k], 0.0) + preview + ds, s, speed))
         accel = (v1 * v1 - v0 * v0) / (2.0 * ds)
         if v0 + accel * dt < 0.0:  # comes to rest within the step
             step, v_ref[k + 1] = v0 * v0 / (-2.0 * accel), 0.0

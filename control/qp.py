@@ -40,6 +40,9 @@ class ADMMSettings:
     eps_rel: float = 1e-4
     max_iters: int = 400
     check_every: int = 5  # residuals are checked (and the batch synchronised) this often
+    # adapt ρ per problem as OSQP does (re-inverting those problems); False keeps ρ fixed, so
+    # the x-update matrix is inverted once per QP
+    adaptive_rho: bool = True
 
 
 def matvec(m: Tensor, v: Tensor) -> Tensor:
@@ -183,7 +186,7 @@ def solve_qp(
         rho_new = (rho[0] * ratio.sqrt()).clamp(RHO_MIN, RHO_MAX)
         adapt = (rho_new > RHO_ADAPT_FACTOR * rho[0]) | (rho_new < rho[0] / RHO_ADAPT_FACTOR)
         adapt &= ~finished
-        if bool(adapt.any()):
+        if cfg.adaptive_rho and bool(adapt.any()):
             r_new = rho_new[adapt].unsqueeze(0)  # (1, a)
             m_new = spd_inverse(h_s[:, :, adapt] + r_new * ata)
             m_inv[:, :, adapt], k_mat[:, :, adapt] = m_new, r_new * m_new

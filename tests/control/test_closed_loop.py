@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from control.closed_loop import Run, circle_path, run_closed_loop, sine_path
+from control.closed_loop import Run, circle_path, plan_along, run_closed_loop, sine_path
 from control.mpc import MPCSettings
-from control.mpc_controller import MPCController
-from sim.messages import VehicleParams
+from control.mpc_controller import MPCController, plan_reference
+from sim.messages import VehicleParams, VehicleState
 
 CFG = MPCSettings()
 DT = CFG.control_period_s
@@ -70,3 +70,36 @@ def test_closed_loop_is_deterministic() -> None:
     b = run_closed_loop(MPCController(CFG), sine_path(length_m=100.0), 10.0, x_init, 40)
     assert np.array_equal(a.controls, b.controls)
     assert np.array_equal(a.states, b.states)
+
+
+def test_real_time_iteration_tracks_like_the_full_sqp() -> None:
+    # one QP per control step (mode="rti"), from 4 m off the path: bounds hold, back on the path
+    rti = MPCSettings(mode="rti")
+    x_init = (0.0, -4.0, -0.2, 6.0, 1.0, -0.2)
+    run = run_closed_loop(MPCController(rti), sine_path(), 6.0, x_init, 160)
+    assert not run.reasons
+    _assert_within_bounds(run, x_init)
+    assert run.cross_track[-20:].max() < 0.1
+    full = run_closed_loop(MPCController(CFG), sine_path(), 6.0, x_init, 160)
+    rms = [float(np.sqrt(np.mean(r.cross_track**2))) for r in (run, full)]
+    assert rms[0] == pytest.approx(rms[1], rel=0.1)
+
+
+def test_unknown_mode_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="mode must be 'sqp' or 'rti'"):
+        MPCSettings(mode="ilqr")
+
+
+def test_reference_reads_the_speed_profile_ahead() -> None:
+    # a profile re-anchored at the ego at rest, rising at 1 m/s²: v(s) = √(2 s)
+    straight = np.stack([np.arange(0.0, 100.0, 0.5), np.zeros(200)], -1)
+    at_rest = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    plan = plan_along(straight, at_rest, np.sqrt(2.0 * straight[:, 0]))
+    ahead = plan_reference(plan, at_rest, CFG)
+    here = plan_reference(plan, at_rest, MPCSettings(speed_preview_s=0.0))
+    assert not isinstance(ahead, str) and not isinstance(here, str)
+    assert here[0, 3] == pytest.approx(0.0, abs=1e-9)  # read at the ego: at rest
+    assert ahead[0, 3] == pytest.approx(math.sqrt(2.0), rel=1e-6)  # read 1 m ahead
+    assert np.all(ahead[1:, 3] > here[1:, 3])  # and it leads the whole horizon
+    with pytest.raises(ValueError, match="speed_preview_s"):
+        MPCSettings(speed_preview_s=-0.1)
