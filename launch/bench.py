@@ -12,6 +12,19 @@ from sim.scenario import Scenario
 from sim.world import EmbeddedWorld
 
 
+def bench_scenario(name: str, map_name: str, vehicles: int, pedestrians: int) -> Scenario:
+    """A long random route through a map with traffic: what every benchmark drives."""
+    return Scenario.model_validate(
+        {
+            "name": name,
+            "map": map_name,
+            "route": {"random": {"min_length_m": 2000.0}},
+            "traffic": {"vehicles": vehicles, "pedestrians": pedestrians},
+            "timeout_s": 7200.0,
+        }
+    )
+
+
 def bench_sim(map_name: str, vehicles: int, pedestrians: int, steps: int, seed: int) -> str:
     """World steps per second with traffic and pedestrians, no camera, on this process's core.
 
@@ -19,15 +32,7 @@ def bench_sim(map_name: str, vehicles: int, pedestrians: int, steps: int, seed: 
     events are exercised as in a real run; only the time inside ``world.step`` counts as world
     time, and the full loop's rate is printed beside it.
     """
-    scenario = Scenario.model_validate(
-        {
-            "name": "bench_sim",
-            "map": map_name,
-            "route": {"random": {"min_length_m": 2000.0}},
-            "traffic": {"vehicles": vehicles, "pedestrians": pedestrians},
-            "timeout_s": 7200.0,
-        }
-    )
+    scenario = bench_scenario("bench_sim", map_name, vehicles, pedestrians)
     world = EmbeddedWorld()
     stack = build_stack(StackConfig())
     obs = world.reset(scenario, seed)

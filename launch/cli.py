@@ -17,6 +17,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from launch import perception_cli, planner_cli, replay, report, sweep
+from launch.argtypes import positive_int
+from launch.camera_cmds import add_render_parser
+from launch.carla_args import add_carla_args, connection_from
+from launch.record import add_bench_record_args, add_record_args, run_or_record
 from launch.stack import (
     BACKENDS,
     CONTROLLERS,
@@ -25,7 +30,6 @@ from launch.stack import (
     StackConfig,
     build_stack,
     make_world,
-    run_episode,
 )
 from sim.errors import DrivestackError
 from sim.scenario import builtin_scenarios, load_scenario
@@ -35,10 +39,10 @@ EXIT_INPUT = 2
 
 def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    cfg = StackConfig(args.backend, args.perception, args.planner, args.controller)
+    cfg = StackConfig(args.backend, args.perception, args.planner, args.controller, args.policy)
     out = Path(args.out) if args.out else Path("runs") / _run_name(scenario.name, args.seed)
     _check_writable(out)
-    world = make_world(cfg.backend)
+    world = make_world(cfg.backend, connection_from(args))
     stack = build_stack(cfg)
     bar = None
     if not args.quiet:
@@ -59,7 +63,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 bar.set_postfix(t=f"{obs.t:.0f}s", v=f"{obs.ego.speed:.1f}m/s")
 
     try:
-        run = run_episode(world, stack, scenario, args.seed, args.max_steps, tick)
+        run = run_or_record(args, world, stack, cfg, scenario, tick)
+    except (DrivestackError, KeyboardInterrupt) as exc:
+        _keep_partial_result(world, cfg, out, exc)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -75,7 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         {"stack": cfg.to_dict(), "seed": args.seed, "scenario": scenario.model_dump(mode="json")},
     )
     print(_result_table(result))
-    print(f"wrote {out / 'result.json'}")
+    print(f"wrote {out / 'result.json'}" + (f" and {args.record}" if args.record else ""))
     return 0
 
 
@@ -97,6 +104,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.what == "sim":
         print(bench_sim(args.map, args.vehicles, args.pedestrians, args.steps, args.seed))
+    if args.what == "env":
+        print(planner_cli.bench_env(args.steps, args.seed))
+    if args.what == "mpc":
+        from launch.bench_mpc import bench_mpc
+
+        print(bench_mpc(args.batches, args.solves, args.seed))
+    if args.what == "record":
+        from launch.record import bench_record_command
+
+        print(bench_record_command(args))
+    if args.what == "camera":
+        from launch.camera_cmds import bench_camera
+
+        print(bench_camera(args.map, args.vehicles, args.pedestrians, args.steps, args.seed))
     return 0
 
 
@@ -105,15 +126,31 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
     scenarios = args.scenarios or builtin_scenarios()
-    cfg = StackConfig(args.backend, args.perception, args.planner, args.controller)
+    cfg = StackConfig(args.backend, args.perception, args.planner, args.controller, args.policy)
     out = Path(args.out) if args.out else Path("runs") / _run_name("evaluate", seeds[0])
     _check_writable(out)
+    if sweep.wanted(args):  # Ray workers, recordings, step limits: launch/sweep.py
+        return sweep.cmd_sweep(args, out)
     total = len(scenarios) * len(seeds)
     with tqdm(total=total, unit="episode", file=sys.stderr, disable=None) as bar:
-        ev = evaluate(scenarios, seeds, cfg, out, on_episode=lambda r: bar.update(1))
+        ev = evaluate(scenarios, seeds, cfg, out, lambda r: bar.update(1), connection_from(args))
     print(format_table(ev))
     print(f"wrote {out / 'summary.json'}")
     return 0
+
+
+def _keep_partial_result(world: Any, cfg: StackConfig, out: Path, exc: BaseException) -> None:
+    """A failed or interrupted episode keeps its result so far (when it got as far as starting)."""
+    try:
+        result = world.result().to_dict()
+    except Exception:  # the world failed before its episode began: nothing to keep
+        return
+    crashed = isinstance(exc, DrivestackError)
+    result["status"] = "Failed - Simulation crashed" if crashed else "Interrupted"
+    result["error"] = str(exc) or type(exc).__name__
+    result["stack"] = cfg.to_dict()
+    _write_json(out / "result.json", result)
+    print(f"kept the result so far in {out / 'result.json'}", file=sys.stderr)
 
 
 def _run_name(scenario: str, seed: int) -> str:
@@ -169,13 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=BACKENDS, default="embedded")
     run.add_argument("--perception", choices=PERCEPTIONS, default="ground-truth")
     run.add_argument("--planner", choices=PLANNERS, default="rules")
+    run.add_argument("--policy", default="", help="the RL planner's .zip (default: shipped)")
     run.add_argument("--controller", choices=CONTROLLERS, default="pid")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", help="directory for result.json (default runs/<run-name>)")
     run.add_argument(
-        "--max-steps", type=_positive_int, default=None, help="stop after this many steps"
+        "--max-steps", type=positive_int, default=None, help="stop after this many steps"
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_carla_args(run)
+    add_record_args(run)
     run.set_defaults(func=_cmd_run)
 
     ev = sub.add_parser("evaluate", help="run scenarios × seeds and summarise the scores")
@@ -184,32 +224,33 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=BACKENDS, default="embedded")
     ev.add_argument("--perception", choices=PERCEPTIONS, default="ground-truth")
     ev.add_argument("--planner", choices=PLANNERS, default="rules")
+    ev.add_argument("--policy", default="", help="the RL planner's .zip (default: shipped)")
     ev.add_argument("--controller", choices=CONTROLLERS, default="pid")
     ev.add_argument("--out", help="directory for summary.json and the episodes' result.json")
+    add_carla_args(ev)
+    sweep.add_sweep_args(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")
     scen.set_defaults(func=_cmd_scenarios)
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=("sim",))
+    bench.add_argument("what", choices=("sim", "record", "camera", "mpc", "env"))
     bench.add_argument("--map", default="town_grid")
     bench.add_argument("--vehicles", type=int, default=30)
     bench.add_argument("--pedestrians", type=int, default=20)
-    bench.add_argument("--steps", type=_positive_int, default=2000)
+    bench.add_argument("--steps", type=positive_int, default=2000)
     bench.add_argument("--seed", type=int, default=0)
+    add_bench_record_args(bench)
+    bench.add_argument("--batches", default="1,64,1024,4096", help="mpc: fleet sizes")
+    bench.add_argument("--solves", type=positive_int, default=200, help="mpc: one-vehicle solves")
     bench.set_defaults(func=_cmd_bench)
+    planner_cli.add_parser(sub)
+    perception_cli.add_parser(sub)
+    replay.add_parser(sub)
+    report.add_parser(sub)
+    add_render_parser(sub)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

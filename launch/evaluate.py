@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from launch.stack import StackConfig, build_stack, make_world, run_episode
+from sim.carla_backend.client import CarlaConnection
 from sim.errors import DrivestackError
 from sim.metrics import summarize
 from sim.scenario import load_scenario
@@ -46,6 +47,7 @@ def evaluate(
     cfg: StackConfig,
     out: Path,
     on_episode: Callable[[EpisodeResult], None] | None = None,
+    connection: CarlaConnection | None = None,
 ) -> Evaluation:
     """Run every scenario with every seed; write ``out/<scenario>__seed<N>/result.json`` and
     ``out/summary.json``."""
@@ -53,7 +55,11 @@ def evaluate(
     results: list[EpisodeResult] = []
     for scenario in loaded:
         for seed in seeds:
-            run = run_episode(make_world(cfg.backend), build_stack(cfg), scenario, seed)
+            world = make_world(cfg.backend, connection)
+            try:
+                run = run_episode(world, build_stack(cfg), scenario, seed)
+            finally:
+                world.close()  # a CARLA world gives the server back its actors and settings
             episode_dir = out / f"{scenario.name}__seed{seed}"
             episode_dir.mkdir(parents=True, exist_ok=True)
             data = run.result.to_dict() | {"wall_time_s": round(run.wall_time_s, 3)}
@@ -61,6 +67,15 @@ def evaluate(
             results.append(run.result)
             if on_episode is not None:
                 on_episode(run.result)
+    summary = build_summary(results, cfg, seeds)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return Evaluation(results, summary)
+
+
+def build_summary(
+    results: Sequence[EpisodeResult], cfg: StackConfig, seeds: Sequence[int]
+) -> dict[str, Any]:
+    """``summary.json``: the Leaderboard means over ``results`` and one row per episode."""
     summary = summarize([r.score for r in results]).to_dict()
     summary["stack"] = cfg.to_dict()
     summary["seeds"] = list(seeds)
@@ -75,8 +90,7 @@ def evaluate(
         }
         for r in results
     ]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return Evaluation(results, summary)
+    return summary
 
 
 def format_table(ev: Evaluation) -> str:

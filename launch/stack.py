@@ -10,6 +10,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from control.base import Controller
@@ -17,14 +18,22 @@ from control.pid import PIDController
 from perception.ground_truth import GroundTruthPerceiver
 from planning.rules import RulePlanner
 from sim.backend import World
-from sim.messages import Observation, PerceptionOutput, Plan, RouteAhead, VehicleState
+from sim.carla_backend.client import CarlaConnection
+from sim.messages import (
+    Observation,
+    PerceptionOutput,
+    Plan,
+    RouteAhead,
+    VehicleParams,
+    VehicleState,
+)
 from sim.scenario import Scenario
 from sim.world import EmbeddedWorld, EpisodeResult
 
-BACKENDS = ("embedded",)
-PERCEPTIONS = ("ground-truth",)
-PLANNERS = ("rules",)
-CONTROLLERS = ("pid",)
+BACKENDS = ("embedded", "carla")
+PERCEPTIONS = ("ground-truth", "cnn", "transformer")
+PLANNERS = ("rules", "rl")
+CONTROLLERS = ("pid", "mpc")
 
 
 class Perceiver(Protocol):
@@ -49,6 +58,7 @@ class StackConfig:
     perception: str = "ground-truth"
     planner: str = "rules"
     controller: str = "pid"
+    policy: str = ""  # the RL planner's policy .zip; empty: the shipped one
 
     def to_dict(self) -> dict[str, str]:
         return dataclasses.asdict(self)
@@ -68,15 +78,56 @@ class Stack:
 
 def build_stack(cfg: StackConfig) -> Stack:
     """Instantiate the stages a configuration names (choices are checked by the CLI)."""
-    perceivers = {"ground-truth": GroundTruthPerceiver}
-    planners = {"rules": RulePlanner}
-    controllers = {"pid": PIDController}
+    perceivers: dict[str, Callable[[], Perceiver]] = {
+        "ground-truth": GroundTruthPerceiver,
+        "cnn": lambda: _learned("cnn"),
+        "transformer": lambda: _learned("transformer"),
+    }
+    planners: dict[str, Callable[[], Planner]] = {
+        "rules": RulePlanner,
+        "rl": lambda: _rl(cfg.policy),
+    }
+    controllers: dict[str, Callable[[], Controller]] = {"pid": PIDController, "mpc": _mpc}
     return Stack(
         perceivers[cfg.perception](), planners[cfg.planner](), controllers[cfg.controller]()
     )
 
 
-def make_world(backend: str) -> World:
+def _learned(kind: str) -> Perceiver:
+    from perception.perceiver import default_perceiver  # imports torch: only when asked for
+
+    return default_perceiver(kind)
+
+
+def with_camera(scenario: Scenario, perceiver: Perceiver) -> Scenario:
+    """The scenario with the camera a learned perceiver reads, if it has none of that name."""
+    spec = getattr(perceiver, "camera_spec", None)
+    if spec is None or any(s.name == spec.name for s in scenario.sensors):
+        return scenario
+    return scenario.model_copy(update={"sensors": [*scenario.sensors, spec]})
+
+
+def _rl(policy: str) -> Planner:
+    from planning.rl import RLPlanner, RLPlannerSettings  # imports torch and SB3: only when asked
+
+    return RLPlanner(RLPlannerSettings(policy=Path(policy)) if policy else None)
+
+
+def _mpc() -> Controller:
+    """The MPC with the ego's emergency braking allowed (docs/control.md says why)."""
+    from control.mpc import MPCSettings  # imports torch: only when asked for
+    from control.mpc_controller import MPCController
+
+    ego = VehicleParams()
+    return MPCController(MPCSettings.for_vehicle(ego, accel_min_mps2=-ego.max_decel_mps2))
+
+
+def make_world(backend: str, connection: CarlaConnection | None = None) -> World:
+    """The world of a backend; ``connection`` says where the CARLA server is (docs/carla.md)."""
+    if backend == "carla":
+        from sim.carla_backend.world import CarlaSettings, CarlaWorld
+
+        return CarlaWorld(CarlaSettings(connection=connection or CarlaConnection()))
     if backend != "embedded":
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     return EmbeddedWorld()
@@ -101,7 +152,7 @@ def run_episode(
     """Run one episode to its end (or ``max_steps``) and score it."""
     start = time.perf_counter()
     stack.reset()
-    obs = world.reset(scenario, seed)
+    obs = world.reset(with_camera(scenario, stack.perceiver), seed)
     world_time = 0.0
     steps = 0
     while not world.done and (max_steps is None or steps < max_steps):

@@ -1,0 +1,210 @@
+"""``perception train``, ``perception eval`` and ``perception make-default-weights``.
+
+:func:`add_commands` adds them to the ``perception`` subcommand group of launch/perception_cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "perception" / "weights"
+HELD_OUT_MAP = "town_small"  # never in the shipped weights' training data: the unseen-map test
+EVAL_MIN_HEIGHT_PX = 4.0
+DEFAULT_CLASSIFIER = WEIGHTS_DIR / "stn.safetensors"
+DEFAULT_DETECTORS = {
+    "cnn": WEIGHTS_DIR / "cnn.safetensors",
+    "transformer": WEIGHTS_DIR / "transformer.safetensors",
+}
+
+
+def _device(text: str) -> str:
+    if text not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"--device must be cpu or cuda, got {text!r}")
+    return text
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from perception.train import load_train_config, train
+
+    cfg = load_train_config(
+        args.config,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        limit_images=args.limit,
+        threads=args.threads,
+    )
+    data = args.data[0] if len(args.data) == 1 else args.data
+    path = train(cfg, data, args.out, args.device, resume=args.resume)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from perception.evaluate import EvalSettings, evaluate, format_table, write_json
+
+    torch.set_num_threads(args.threads)
+    settings = EvalSettings(
+        split=args.split,
+        limit=args.limit,
+        latency_frames=args.latency_frames,
+        min_height_px=args.min_height,
+    )
+    result = evaluate(args.weights, args.classifier, args.data, settings, args.device)
+    write_json(args.out, result)
+    print(format_table(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def training_scenarios() -> list[str]:
+    """Built-in scenarios whose maps the shipped weights learn from (all but the held-out map)."""
+    from sim.scenario import builtin_scenarios, load_scenario
+
+    return [s for s in builtin_scenarios() if load_scenario(s).map != HELD_OUT_MAP]
+
+
+def collect_training_data(out: Path, frames: int, seed: int, episodes: int = 4) -> Path:
+    """About ``frames`` frames at the runtime camera's 320×240 from randomised episodes of the
+    training scenarios (a frame every 0.4 s), split train/val/test by episode."""
+    from launch.camera_cmds import collect_dataset
+    from perception.perceiver import default_camera
+    from sim.scenario import load_scenario
+
+    scenarios = [load_scenario(s) for s in training_scenarios()]
+    per_episode = max(1, -(-frames // (len(scenarios) * episodes)))
+    specs = [default_camera() for _ in scenarios]
+    collect_dataset(scenarios, specs, out, per_episode, episodes, seed, every=8)
+    return out / "annotations.json"
+
+
+# Scenarios rich in signs and lights: more crops (and light states) for the classifier.
+CLASSIFIER_SCENARIOS = (
+    "red_lights",
+    "town_loop",
+    "junction_turns",
+    "free_drive_limits",
+    "stop_signs",
+)
+
+
+def collect_classifier_data(out: Path, seed: int, episodes: int = 4, frames: int = 60) -> Path:
+    """Extra frames for the STN classifier: a frame every 0.25 s of sign- and light-rich drives
+    (the same as ``perception collect --scenario red_lights ... --every 5 --width 320
+    --height 240``)."""
+    from launch.camera_cmds import collect_dataset
+    from perception.perceiver import default_camera
+    from sim.scenario import load_scenario
+
+    scenarios = [load_scenario(s) for s in CLASSIFIER_SCENARIOS]
+    specs = [default_camera() for _ in scenarios]
+    collect_dataset(scenarios, specs, out, frames, episodes, seed, every=5)
+    return out / "annotations.json"
+
+
+def make_default_weights(
+    out: Path, work: Path, frames: int, device: str, seed: int, collect: bool = True
+) -> dict[str, Any]:
+    """Collect a dataset, train the three shipped networks and copy them into ``out``."""
+    from perception.train import load_train_config, train
+
+    data = work / "data"
+    extra = work / "signs_lights"
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if collect:
+        collect_training_data(data, frames, seed)
+        collect_classifier_data(extra, seed + 50)
+        timings["collect_s"] = time.perf_counter() - t0
+    made = {}
+    for name in ("stn", "cnn", "transformer"):
+        t1 = time.perf_counter()
+        cfg = load_train_config(name, seed=seed)
+        path = train(cfg, [data, extra] if name == "stn" else data, work / name, device)
+        timings[f"train_{name}_s"] = time.perf_counter() - t1
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, out / f"{name}.safetensors")
+        shutil.copy(path.with_suffix(".json"), out / f"{name}.json")
+        made[name] = str(out / f"{name}.safetensors")
+    timings["total_s"] = time.perf_counter() - t0
+    manifest = {
+        "weights": made,
+        "data": [str(data), str(extra)],
+        "frames": frames,
+        "seed": seed,
+        "device": device,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _cmd_make_default_weights(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    work = Path(args.work)
+    manifest = make_default_weights(
+        out, work, args.frames, args.device, args.seed, not args.no_collect
+    )
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+def add_commands(perception: Any) -> None:
+    """Add ``train``, ``eval`` and ``make-default-weights`` to the ``perception`` subparsers."""
+    tr = perception.add_parser(
+        "train", help="train a detector (cnn, transformer) or the stn classifier"
+    )
+    tr.add_argument("--config", required=True, help="cnn, transformer, stn, or a YAML file")
+    tr.add_argument(
+        "--data", required=True, nargs="+", help="dataset folder(s) with annotations.json"
+    )
+    tr.add_argument("--out", required=True, help="folder for weights, config, checkpoint, tb/")
+    tr.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--epochs", type=int, help="override the config's epochs")
+    tr.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--limit", type=int, help="use only the first N images of each split")
+    tr.add_argument("--threads", type=int, help="torch CPU threads")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = perception.add_parser("eval", help="mAP, sign/light accuracy, position error, latency")
+    ev.add_argument("--weights", required=True, help="detector .safetensors (its .json beside it)")
+    ev.add_argument("--classifier", default=str(DEFAULT_CLASSIFIER), help="stn .safetensors")
+    ev.add_argument("--data", required=True, help="dataset folder with annotations.json")
+    ev.add_argument("--out", required=True, help="JSON file for the figures")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--device", type=_device, default="cpu")
+    ev.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency: 1 core)")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N images")
+    ev.add_argument("--latency-frames", type=int, default=100)
+    ev.add_argument(
+        "--min-height",
+        type=float,
+        default=EVAL_MIN_HEIGHT_PX,
+        help="boxes lower than this (px at 240 rows) are ignored regions (default 4)",
+    )
+    ev.set_defaults(func=_cmd_eval)
+
+    mk = perception.add_parser(
+        "make-default-weights", help="collect data and train the shipped weights (CPU, < 1 h)"
+    )
+    mk.add_argument("--out", default=str(WEIGHTS_DIR), help="where the weights go")
+    mk.add_argument("--work", default="runs/default-weights", help="dataset and training runs")
+    mk.add_argument("--frames", type=int, default=2400, help="frames to collect")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--device", type=_device, default="cpu")
+    mk.add_argument("--no-collect", action="store_true", help="reuse WORK/data, WORK/signs_lights")
+    mk.set_defaults(func=_cmd_make_default_weights)

@@ -1,0 +1,442 @@
+"""Recording a run: ``run ... --record FILE.mcap`` and ``bench record``.
+
+The stages are wrapped in taps that hand every message to a :class:`~sim.recording.Recorder`
+on its way through the loop, so ``run_episode`` stays the one loop and the stages never know
+they are recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from launch.stack import EpisodeRun, Stack, StackConfig, build_stack, make_world, run_episode
+from sim.backend import World
+from sim.errors import DrivestackError
+from sim.messages import (
+    Control,
+    Observation,
+    PerceptionOutput,
+    Plan,
+    RouteAhead,
+    VehicleParams,
+    VehicleState,
+)
+from sim.recording import McapSink, Recorder, RecorderSettings, map_lanes
+from sim.recording.derive import DerivingSink
+from sim.recording.pipe import PipeSink
+from sim.scenario import CameraSpec, Scenario, load_scenario
+
+log = logging.getLogger(__name__)
+
+STAGES = ("perception", "planning", "control")
+
+
+# ------------------------------------------------------------------------ stage settings
+def stage_settings(stack: Stack) -> dict[str, dict[str, Any]]:
+    """Every stage's settings dataclass as a JSON-ready dict (what a recording stores)."""
+    out = {}
+    for name, stage in zip(STAGES, (stack.perceiver, stack.planner, stack.controller), strict=True):
+        cfg = getattr(stage, "cfg", None)
+        is_settings = dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
+        out[name] = dataclasses.asdict(cfg) if is_settings else {}  # type: ignore[arg-type]
+    return json.loads(json.dumps(out, default=str))  # tuples -> lists, as they read back
+
+
+def _rebuild(default: Any, values: dict[str, Any], where: str) -> Any:
+    """``default`` (a frozen settings dataclass) with ``values`` applied, recursively."""
+    fields = {f.name: f for f in dataclasses.fields(default)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise DrivestackError(
+                f"{where}.{key}: no such setting; allowed: {', '.join(sorted(fields))}"
+            )
+        current = getattr(default, key)
+        if dataclasses.is_dataclass(current) and not isinstance(current, type):
+            if not isinstance(value, dict):
+                raise DrivestackError(f"{where}.{key}: expected a group of settings")
+            changes[key] = _rebuild(current, value, f"{where}.{key}")
+        else:
+            changes[key] = _coerce(current, value, f"{where}.{key}")
+    return dataclasses.replace(default, **changes)
+
+
+def _coerce(current: Any, value: Any, where: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, tuple):
+            return tuple(type(current[0])(v) for v in value) if current else tuple(value)
+    except (TypeError, ValueError):
+        raise DrivestackError(
+            f"{where}: cannot use {value!r} for a setting of type {type(current).__name__}"
+        ) from None
+    return value
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["planning.a_max=1.5", "control.ego.max_steer_rad=0.4"]`` → nested dicts per stage."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in STAGES}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or parts[0] not in STAGES or not all(parts):
+            raise DrivestackError(
+                f"--set {item!r}: expected STAGE.FIELD=VALUE with STAGE one of "
+                f"{', '.join(STAGES)} (e.g. planning.a_max=1.5)"
+            )
+        try:
+            value: Any = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        node = out[parts[0]]
+        for p in parts[1:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_configured_stack(
+    cfg: StackConfig,
+    settings: dict[str, dict[str, Any]] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Stack:
+    """The stack ``cfg`` names, with recorded ``settings`` and then ``overrides`` applied."""
+    stack = build_stack(cfg)
+    stages = [stack.perceiver, stack.planner, stack.controller]
+    for i, name in enumerate(STAGES):
+        values = _merge((settings or {}).get(name, {}), (overrides or {}).get(name, {}))
+        if not values:
+            continue
+        stage = stages[i]
+        default = getattr(stage, "cfg", None)
+        if not dataclasses.is_dataclass(default) or isinstance(default, type):
+            raise DrivestackError(f"{name}: {type(stage).__name__} has no settings to change")
+        new = _rebuild(default, values, name)
+        if new != default:
+            try:
+                stages[i] = type(stage)(new)  # type: ignore[call-arg]
+            except TypeError:
+                raise DrivestackError(
+                    f"{name}: {type(stage).__name__} cannot be rebuilt with changed settings "
+                    "from the command line"
+                ) from None
+    return Stack(*stages)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------- taps
+class _Tap:
+    """Passes every other attribute (``camera_spec``, ``cfg``, ...) through to the stage."""
+
+    inner: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class _PerceiverTap(_Tap):
+    def __init__(self, inner: Any, rec: Recorder, on_first: Callable[[], None]) -> None:
+        self.inner, self.rec, self.on_first = inner, rec, on_first
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def update(self, obs: Observation) -> PerceptionOutput:
+        if self.rec.frames == 0:
+            self.on_first()
+        self.rec.observation(obs)
+        out = self.inner.update(obs)
+        self.rec.perception(out)
+        return out
+
+
+class _PlannerTap(_Tap):
+    def __init__(self, inner: Any, rec: Recorder) -> None:
+        self.inner, self.rec = inner, rec
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def update(self, perception: PerceptionOutput, route: RouteAhead, ego: VehicleState) -> Plan:
+        out = self.inner.update(perception, route, ego)
+        self.rec.plan(out)
+        return out
+
+
+class _ControllerTap(_Tap):
+    def __init__(self, inner: Any, rec: Recorder) -> None:
+        self.inner, self.rec = inner, rec
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def update(self, plan: Plan, state: VehicleState) -> Control:
+        out = self.inner.update(plan, state)
+        self.rec.control(out)
+        return out
+
+
+def episode_config(
+    world: World,
+    stack: Stack,
+    cfg: StackConfig,
+    scenario: Scenario,
+    seed: int,
+    max_steps: int | None,
+) -> dict[str, Any]:
+    """What a recording stores to re-simulate the episode (``/config``)."""
+    world_cfg = getattr(world, "cfg", None)
+    vehicle = getattr(world_cfg, "ego", None) or VehicleParams()
+    return {
+        "stack": cfg.to_dict(),
+        "seed": seed,
+        "max_steps": max_steps,
+        "settings": stage_settings(stack),
+        "vehicle": dataclasses.asdict(vehicle),
+        "backend": world.backend,
+        "scenario_path": str(scenario.path) if scenario.path else None,
+    }
+
+
+def run_recorded(
+    recorder: Recorder,
+    world: World,
+    stack: Stack,
+    cfg: StackConfig,
+    scenario: Scenario,
+    seed: int,
+    max_steps: int | None = None,
+    on_step: Callable[[Observation], None] | None = None,
+    config: dict[str, Any] | None = None,
+) -> EpisodeRun:
+    """``run_episode`` with every message recorded; the recording is finished whatever happens
+    (its ``drivestack.end`` status says how the episode ended)."""
+    if config is None:
+        config = episode_config(world, stack, cfg, scenario, seed, max_steps)
+        config["recorder"] = dataclasses.asdict(recorder.cfg)
+    lanes, signs = map_lanes(scenario.map_path())
+    recorder.begin(scenario.model_dump(mode="json"), config, lanes, signs)
+    last: list[Observation] = []
+
+    def first() -> None:
+        route = getattr(world, "route", None)
+        if route is not None:
+            recorder.begin_route(route.xy)
+
+    def step(obs: Observation) -> None:
+        last[:] = [obs]
+        if on_step is not None:
+            on_step(obs)
+
+    tapped = Stack(
+        _PerceiverTap(stack.perceiver, recorder, first),
+        _PlannerTap(stack.planner, recorder),
+        _ControllerTap(stack.controller, recorder),  # type: ignore[arg-type]
+    )
+    status = "unknown"
+    result: dict[str, Any] | None = None
+    try:
+        run = run_episode(world, tapped, scenario, seed, max_steps, step)
+        status = run.result.score.status
+        if run.stopped_early:
+            status = f"Stopped after --max-steps {max_steps}"
+        result = run.result.to_dict() | {"status": status}
+        return run
+    except KeyboardInterrupt:
+        status = f"interrupted at frame {recorder.last_frame}"
+        raise
+    except BaseException as exc:
+        status = f"failed at frame {recorder.last_frame}: {type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if last and last[0].frame > recorder.last_frame:
+            recorder.observation(last[0])  # the final state, after the last control
+        if result is None:
+            try:
+                result = world.result().to_dict() | {"status": status}
+            except Exception:  # the world may be what failed
+                result = None
+        recorder.end(result, status)
+
+
+def record_episode(
+    path: Path,
+    world: World,
+    stack: Stack,
+    cfg: StackConfig,
+    scenario: Scenario,
+    seed: int,
+    max_steps: int | None = None,
+    on_step: Callable[[Observation], None] | None = None,
+    settings: RecorderSettings | None = None,
+) -> EpisodeRun:
+    """Run and record to ``path``; an interrupted or failed run still leaves a finished file,
+    and the log says up to which frame."""
+    settings = settings or RecorderSettings()
+    try:
+        sink: DerivingSink | PipeSink
+        if settings.writer == "process":
+            _check_writable(path)
+            sink = PipeSink(path, settings)
+        else:
+            sink = DerivingSink(McapSink(path, settings.chunk_size_bytes), settings)
+    except OSError as exc:
+        raise DrivestackError(f"--record {path}: cannot write there ({exc.strerror})") from exc
+    recorder = Recorder(sink, settings)
+    try:
+        return run_recorded(recorder, world, stack, cfg, scenario, seed, max_steps, on_step)
+    except BaseException:
+        log.warning(
+            "recording %s was closed after frame %d; it is readable up to there",
+            path,
+            recorder.last_frame,
+        )
+        raise
+
+
+def _check_writable(path: Path) -> None:
+    """Fail here, in one line, rather than in the writer process."""
+    with path.open("wb"):
+        pass
+
+
+def add_record_args(run: argparse.ArgumentParser) -> None:
+    """``--record`` and ``--record-images`` on the ``run`` command."""
+    run.add_argument("--record", metavar="FILE.mcap", help="record every tick to an MCAP file")
+    run.add_argument(
+        "--record-images",
+        choices=("jpeg", "png"),
+        default="jpeg",
+        help="camera image encoding (png is lossless, for exact perception replay; slower)",
+    )
+
+
+# --------------------------------------------------------------------------------- bench
+def bench_record(
+    scenario_name: str, steps: int, seed: int, repeats: int, out: Path, camera: str | None = None
+) -> str:
+    """Episode time with and without recording, runs alternating, best of ``repeats``: the
+    loop process's CPU time (which other processes on the machine disturb less than wall time),
+    the writer process's CPU time, and wall time; and the recording's size per minute of
+    simulated driving."""
+    import resource
+
+    scenario = load_scenario(scenario_name)
+    if camera:
+        scenario = _with_camera(scenario, camera)
+    cfg = StackConfig()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "bench_record.mcap"
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    writer_cpu: list[float] = []
+    run_episode(make_world(cfg.backend), build_stack(cfg), scenario, seed, 20)  # warm caches
+    for _ in range(repeats):
+        for recording in (False, True):
+            world = make_world(cfg.backend)
+            stack = build_stack(cfg)
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            c0, w0 = time.process_time(), time.perf_counter()
+            if recording:
+                run = record_episode(path, world, stack, cfg, scenario, seed, steps)
+            else:
+                run = run_episode(world, stack, scenario, seed, steps)
+            cpu[recording].append(time.process_time() - c0)
+            wall[recording].append(time.perf_counter() - w0)
+            if recording:
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                writer_cpu.append(
+                    after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+                )
+    size = path.stat().st_size
+    sim_s = run.result.sim_time_s
+    n = run.result.steps
+    per_min = size / max(sim_s, 1e-9) * 60.0
+    c_plain, c_rec = min(cpu[False]), min(cpu[True])
+    w_plain, w_rec = min(wall[False]), min(wall[True])
+    w_cpu = min(writer_cpu)
+    return "\n".join(
+        [
+            f"bench record: {scenario.name} (seed {seed}), {n} steps, "
+            f"{len(scenario.sensors)} camera(s), best of {repeats} alternating runs, "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+            f"                    {'loop CPU s':>10} {'ms/step':>8}   {'wall s':>8} {'ms/step':>8}",
+            f"without recording   {c_plain:10.3f} {1e3 * c_plain / n:8.3f}   "
+            f"{w_plain:8.3f} {1e3 * w_plain / n:8.3f}",
+            f"with --record       {c_rec:10.3f} {1e3 * c_rec / n:8.3f}   "
+            f"{w_rec:8.3f} {1e3 * w_rec / n:8.3f}",
+            f"overhead            {100 * (c_rec / c_plain - 1):+9.1f} %"
+            f"{'':10}{100 * (w_rec / w_plain - 1):+7.1f} %",
+            f"writer process      {w_cpu:10.3f} s CPU on another core "
+            f"({1e3 * w_cpu / n:.3f} ms/step)",
+            f"recording size      {size / 1e6:.2f} MB for {sim_s:.1f} s of driving = "
+            f"{per_min / 1e6:.2f} MB per minute",
+        ]
+    )
+
+
+def bench_record_command(args: argparse.Namespace) -> str:
+    """``bench record`` with the command line's options."""
+    return bench_record(
+        args.scenario, args.steps, args.seed, args.repeats, Path(args.out), args.camera
+    )
+
+
+def _with_camera(scenario: Scenario, size: str) -> Scenario:
+    """``scenario`` with a front camera of ``size`` (``WxH``, e.g. ``320x240``)."""
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+        spec = CameraSpec(name="front", width=w, height=h)
+    except ValueError:
+        raise DrivestackError(f"--camera {size!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
+    return scenario.model_copy(update={"sensors": [spec]})
+
+
+def run_or_record(
+    args: argparse.Namespace,
+    world: World,
+    stack: Stack,
+    cfg: StackConfig,
+    scenario: Scenario,
+    on_step: Callable[[Observation], None] | None,
+) -> EpisodeRun:
+    """The ``run`` command's episode: recorded when ``--record`` is given."""
+    if not getattr(args, "record", None):
+        return run_episode(world, stack, scenario, args.seed, args.max_steps, on_step)
+    settings = RecorderSettings(image_format=args.record_images)
+    return record_episode(
+        Path(args.record), world, stack, cfg, scenario, args.seed, args.max_steps, on_step, settings
+    )
+
+
+def add_bench_record_args(bench: argparse.ArgumentParser) -> None:
+    """Options of ``bench record`` (``--steps`` and ``--seed`` are shared with ``bench sim``)."""
+    bench.add_argument("--scenario", default="town_loop", help="bench record: the scenario")
+    bench.add_argument("--repeats", type=int, default=3, help="bench record: runs of each kind")
+    bench.add_argument("--out", default="runs/bench", help="bench record: where the file goes")
+    bench.add_argument("--camera", metavar="WxH", help="bench record: add a front camera")

@@ -1,0 +1,280 @@
+"""Recording to MCAP: channels and schemas as read by the mcap library, exact round trips,
+camera images, and files left by runs that were interrupted or killed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+
+from launch.record import record_episode
+from launch.stack import StackConfig, build_stack, make_world
+from sim.recording import Recorder, RecorderSettings, camera_topics, codec, read_recording
+from sim.recording.writer import (
+    FORMAT_VERSION,
+    RESULT_TOPIC,
+    STAGE_TOPICS,
+    STATIC_TOPICS,
+    WORLD_TOPICS,
+)
+from sim.scenario import load_scenario
+from tests.launch.recording_helpers import CAMERA_SCENARIO, ROOT, cli, record
+
+STEPS = 40
+
+SCHEMAS = {
+    "/tf/ego": "foxglove.FrameTransform",
+    "/scene/ground_truth": "foxglove.SceneUpdate",
+    "/scene/stack": "foxglove.SceneUpdate",
+    "/map": "foxglove.SceneUpdate",
+    "/observation": "drivestack.Observation",
+    "/perception": "drivestack.PerceptionOutput",
+    "/plan": "drivestack.Plan",
+    "/control": "drivestack.Control",
+    "/events": "drivestack.Events",
+    "/metrics": "drivestack.Metrics",
+    "/scenario": "drivestack.Scenario",
+    "/config": "drivestack.Config",
+    RESULT_TOPIC: "drivestack.Result",
+}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``run town_loop --record`` through the command line, as a user would."""
+    out = tmp_path_factory.mktemp("rec")
+    path = out / "town_loop.mcap"
+    proc = cli(
+        "run",
+        "town_loop",
+        "--max-steps",
+        str(STEPS),
+        "--out",
+        str(out),
+        "-q",
+        "--record",
+        str(path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert str(path) in proc.stdout
+    return path
+
+
+def test_one_message_per_channel_per_tick_with_the_named_schemas(recorded: Path) -> None:
+    with recorded.open("rb") as f:
+        reader = make_reader(f)
+        summary = reader.get_summary()
+        assert summary is not None and summary.statistics is not None
+        counts = {
+            ch.topic: summary.statistics.channel_message_counts[ch.id]
+            for ch in summary.channels.values()
+        }
+        schemas = {ch.topic: summary.schemas[ch.schema_id].name for ch in summary.channels.values()}
+        encodings = {ch.message_encoding for ch in summary.channels.values()}
+        schema_encodings = {s.encoding for s in summary.schemas.values()}
+        frames: dict[str, list[int]] = {}
+        for _, channel, message in reader.iter_messages(log_time_order=False):
+            d = json.loads(message.data)  # every message is JSON
+            if channel.topic in ("/observation", "/control", "/metrics"):
+                frames.setdefault(channel.topic, []).append(d["frame"])
+        meta = {m.name: m.metadata for m in reader.iter_metadata()}
+    for topic in WORLD_TOPICS:
+        assert counts[topic] == STEPS + 1, topic  # frames 0..STEPS
+    for topic in STAGE_TOPICS:
+        assert counts[topic] == STEPS, topic  # the stack ran at frames 0..STEPS-1
+    for topic in (*STATIC_TOPICS, RESULT_TOPIC):
+        assert counts[topic] == 1, topic
+    for topic, name in SCHEMAS.items():
+        assert schemas[topic] == name
+    assert frames["/observation"] == list(range(STEPS + 1))
+    assert frames["/control"] == list(range(STEPS))
+    assert encodings == {"json"} and schema_encodings == {"jsonschema"}
+    assert meta["drivestack"]["format_version"] == str(FORMAT_VERSION)
+    assert meta["drivestack.end"]["status"] == f"Stopped after --max-steps {STEPS}"
+
+
+def test_foxglove_messages_have_the_fields_foxglove_reads(recorded: Path) -> None:
+    rec = read_recording(recorded)
+    tf = rec.json("/tf/ego")[5]
+    obs = rec.json("/observation")[5]
+    assert (tf["parent_frame_id"], tf["child_frame_id"]) == ("map", "ego")
+    assert tf["translation"]["x"] == obs["ego"]["x"]
+    assert tf["rotation"]["w"] == pytest.approx(np.cos(obs["ego"]["yaw"] / 2))
+    scene = rec.json("/scene/ground_truth")[5]
+    (entity,) = scene["entities"]
+    assert entity["frame_id"] == "map" and entity["cubes"]
+    cube = entity["cubes"][0]
+    assert set(cube) == {"pose", "size", "color"}
+    stack = rec.json("/scene/stack")[5]
+    assert {e["id"] for e in stack["entities"]} == {"detections", "plan"}
+    assert len(rec.json("/map")[0]["entities"][0]["lines"]) > 10  # lane centrelines
+
+
+def test_decoded_messages_equal_the_recorded_ones_exactly(recorded: Path) -> None:
+    """Re-encoding what was read back gives the recorded bytes: nothing was rounded."""
+    rec = read_recording(recorded)
+    static = rec.static
+    observations = list(rec.observations())
+    assert len(observations) == STEPS + 1
+    for obs, raw in zip(observations, rec.messages["/observation"], strict=True):
+        assert codec.encode_observation(obs, static).encode() == raw
+    for p, raw in zip(rec.perceptions(), rec.messages["/perception"], strict=True):
+        assert codec.encode_perception(p).encode() == raw
+    for plan, raw in zip(rec.plans(), rec.messages["/plan"], strict=True):
+        assert codec.encode_plan(plan).encode() == raw
+    last = observations[-1]
+    assert last.ego.x == json.loads(rec.messages["/observation"][-1])["ego"]["x"]
+    assert last.ground_truth.lights[0].state in range(5)
+
+
+def test_camera_frames_become_compressed_images(tmp_path: Path) -> None:
+    scenario = tmp_path / "camera_small.yaml"
+    scenario.write_text(CAMERA_SCENARIO)
+    path = tmp_path / "cam.mcap"
+    steps = record(path, str(scenario), steps=6, settings=RecorderSettings(image_format="png"))
+    rec = read_recording(path)
+    image, calib, tf = camera_topics("front")
+    assert rec.cameras == ["front"]
+    for topic in (image, calib, tf):
+        assert rec.count(topic) == steps + 1
+    assert rec.schemas[image] == "foxglove.CompressedImage"
+    assert rec.schemas[calib] == "foxglove.CameraCalibration"
+    msg = rec.json(image)[0]
+    assert msg["format"] == "png" and msg["frame_id"] == "camera_front"
+    cal = rec.json(calib)[0]
+    assert (cal["width"], cal["height"]) == (160, 120) and len(cal["P"]) == 12
+    obs = list(rec.observations())
+    cam = obs[3].sensors["front"]
+    assert cam.rgb.shape == (120, 160, 3) and cam.rgb.dtype == np.uint8
+    assert cam.rgb.std() > 0  # a real picture, not the black placeholder
+    assert cam.boxes is not None and cam.box_class is not None
+
+
+def test_without_opencv_images_are_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    scenario = tmp_path / "camera_small.yaml"
+    scenario.write_text(CAMERA_SCENARIO)
+    world = make_world("embedded")
+    world.reset(load_scenario(str(scenario)), 0)  # render once with OpenCV present
+    monkeypatch.setitem(sys.modules, "cv2", None)  # from here on, ``import cv2`` fails
+    path = tmp_path / "nocv.mcap"
+    cfg = StackConfig()
+    with caplog.at_level(logging.WARNING):
+        record_episode(
+            path,
+            world,
+            build_stack(cfg),
+            cfg,
+            load_scenario(str(scenario)),
+            0,
+            3,
+            settings=RecorderSettings(writer="inline"),  # the warning is this process's
+        )
+    assert "camera images are not recorded" in caplog.text
+    monkeypatch.delitem(sys.modules, "cv2")
+    rec = read_recording(path)
+    image, calib, _ = camera_topics("front")
+    assert rec.count(image) == 0 and rec.count(calib) == 4  # labels and calibration stay
+
+
+def test_an_interrupted_run_finishes_its_file_and_says_where(tmp_path: Path) -> None:
+    class Interrupting:
+        def __init__(self, inner: object, at: int) -> None:
+            self.inner, self.at, self.calls = inner, at, 0
+
+        def reset(self) -> None:
+            self.inner.reset()  # type: ignore[attr-defined]
+
+        def update(self, plan: object, state: object) -> object:
+            self.calls += 1
+            if self.calls > self.at:
+                raise KeyboardInterrupt
+            return self.inner.update(plan, state)  # type: ignore[attr-defined]
+
+    cfg = StackConfig()
+    stack = build_stack(cfg)
+    stack.controller = Interrupting(stack.controller, 25)  # type: ignore[assignment]
+    path = tmp_path / "int.mcap"
+    with pytest.raises(KeyboardInterrupt):
+        record_episode(path, make_world("embedded"), stack, cfg, load_scenario("town_loop"), 0)
+    rec = read_recording(path)
+    assert rec.complete
+    assert rec.status == "interrupted at frame 25"
+    assert rec.count("/control") == 25 and rec.count("/observation") == 26
+    assert rec.result is not None and rec.result["status"] == "interrupted at frame 25"
+
+
+KILLED = """
+import os, signal, sys
+from pathlib import Path
+from launch.record import record_episode
+from launch.stack import StackConfig, build_stack, make_world
+from sim.recording import RecorderSettings
+from sim.scenario import load_scenario
+
+def step(obs):
+    if obs.frame == 150:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind
+
+cfg = StackConfig()
+settings = RecorderSettings(chunk_size_bytes=65536, writer=sys.argv[2])
+record_episode(Path(sys.argv[1]), make_world("embedded"), build_stack(cfg), cfg,
+               load_scenario("town_loop"), 0, None, step, settings)
+"""
+
+
+def _killed(path: Path, writer: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED, str(path), writer],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9
+
+
+def test_a_killed_run_leaves_every_complete_chunk_readable(tmp_path: Path) -> None:
+    """Writing in the loop's process: the chunk being filled dies with it."""
+    path = tmp_path / "killed.mcap"
+    _killed(path, "inline")
+    rec = read_recording(path)
+    assert not rec.complete
+    assert rec.status.startswith("truncated: the file is not finished")
+    n = rec.count("/observation")
+    assert 20 < n <= 150  # the chunks written before the kill, not the one being filled
+    frames = [json.loads(m)["frame"] for m in rec.messages["/observation"]]
+    assert frames == list(range(n))
+    said = int(rec.status.split("up to frame ")[1].split(",")[0])
+    assert said in (frames[-1] - 1, frames[-1])  # the last frame whose metrics were kept
+    assert rec.scenario["name"] == "town_loop" and rec.config["seed"] == 0
+
+
+def test_a_killed_run_with_a_writer_process_leaves_a_finished_file(tmp_path: Path) -> None:
+    """The writer process outlives the loop's and finishes the file with all it was sent."""
+    path = tmp_path / "killed.mcap"
+    _killed(path, "process")
+    rec = read_recording(path)
+    assert rec.complete and rec.end is None
+    assert rec.status.startswith("ended without an end status after frame")
+    frames = [json.loads(m)["frame"] for m in rec.messages["/observation"]]
+    assert frames == list(range(len(frames))) and len(frames) > 20
+
+
+def test_an_unknown_image_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="allowed png, jpeg"):
+        Recorder(McapSinkStub(), RecorderSettings(image_format="gif"))
+
+
+class McapSinkStub:
+    def write(self, topic: str, schema: str, log_time_ns: int, data: bytes) -> None: ...
+
+    def metadata(self, name: str, data: dict[str, str]) -> None: ...
+
+    def close(self) -> None: ...

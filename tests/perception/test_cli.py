@@ -1,0 +1,63 @@
+"""Tiny-budget smoke tests of the real ``perception train`` and ``perception eval`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from launch.cli import main
+from tests.perception.synthetic import make_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"), n_images=12)
+
+
+def test_train_and_eval_commands_run_end_to_end(dataset: Path, tmp_path: Path) -> None:
+    common = ["--data", str(dataset), "--max-steps", "2", "--batch-size", "4", "--threads", "1"]
+    assert (
+        main(["perception", "train", "--config", "stn", "--out", str(tmp_path / "stn"), *common])
+        == 0
+    )
+    assert (
+        main(["perception", "train", "--config", "cnn", "--out", str(tmp_path / "cnn"), *common])
+        == 0
+    )
+    for run in ("stn", "cnn"):
+        out = tmp_path / run
+        assert (out / "model.safetensors").is_file() and (out / "model.json").is_file()
+        assert json.loads((out / "train_config.json").read_text())["train"]["max_steps"] == 2
+        assert any((out / "tb").iterdir())  # TensorBoard scalars
+    # resuming a finished run does no more steps and still exports
+    resume = ["--resume", "--out", str(tmp_path / "cnn"), *common]
+    assert main(["perception", "train", "--config", "cnn", *resume]) == 0
+    result = tmp_path / "eval.json"
+    argv = ["perception", "eval", "--weights", str(tmp_path / "cnn" / "model.safetensors")]
+    argv += ["--classifier", str(tmp_path / "stn" / "model.safetensors"), "--data", str(dataset)]
+    argv += ["--out", str(result), "--latency-frames", "3"]
+    assert main(argv) == 0
+    figures = json.loads(result.read_text())
+    assert figures["images"] == 2 and figures["split"] == "test"
+    assert {"mAP", "mAP50", "per_class"} <= set(figures["coco"])
+    assert figures["latency_ms"]["frames"] == 3
+
+
+def test_bad_input_is_one_line_and_exit_2(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(
+        ["perception", "train", "--config", "nope", "--data", str(dataset), "--out", str(tmp_path)]
+    )
+    assert rc == 2
+    assert (
+        "--config nope: no such file; built-in: ['cnn', 'stn', 'transformer']"
+        in capsys.readouterr().err
+    )
+    rc = main(
+        ["perception", "train", "--config", "cnn", "--data", str(tmp_path), "--out", str(tmp_path)]
+    )
+    assert rc == 2
+    assert "no annotations.json" in capsys.readouterr().err

@@ -1,0 +1,131 @@
+"""``perception collect``: a COCO file pycocotools loads and COCOeval scores, split by episode."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from launch.cli import main
+from perception.dataset import DatasetSettings, assign_splits, coco_box, frame_annotations
+from sim.messages import CameraFrame, DetectionClass, LightState
+
+
+def _collect(out: Path) -> dict[str, Any]:
+    args = ["perception", "collect", "--scenario", "town_small_tour", "--scenario", "red_lights"]
+    args += ["--frames", "3", "--episodes", "2", "--every", "20", "--seed", "4"]
+    args += ["--width", "320", "--height", "240", "--out", str(out)]
+    assert main(args) == 0
+    return json.loads((out / "annotations.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("data")
+    return out, _collect(out)
+
+
+def test_the_file_loads_with_pycocotools_and_gt_as_detections_scores_ap_1(
+    collected: tuple[Path, dict[str, Any]],
+) -> None:
+    out, data = collected
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(out / "annotations.json"))
+    assert len(gt.getImgIds()) == 12  # 2 scenarios × 2 episodes × 3 frames
+    assert len(gt.getAnnIds()) > 10
+    assert {c["id"] for c in data["categories"]} == {int(c) for c in DetectionClass}
+    for im in data["images"]:
+        assert (out / im["file_name"]).is_file()
+    dets = [{**a, "score": 1.0} for a in data["annotations"]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)  # AP@[.5:.95]
+    assert ev.stats[1] == pytest.approx(1.0)  # AP@.5
+
+
+def test_annotations_carry_sign_values_light_states_and_labels(
+    collected: tuple[Path, dict[str, Any]],
+) -> None:
+    _, data = collected
+    anns = data["annotations"]
+    by_cat: dict[int, list[dict[str, Any]]] = {}
+    for a in anns:
+        by_cat.setdefault(a["category_id"], []).append(a)
+        w, h = a["bbox"][2:]
+        assert w >= 3 and h >= 3 and a["area"] == pytest.approx(w * h, abs=1e-2)
+        assert 0 <= a["occlusion"] <= 0.8 and 0 <= a["truncation"] < 1
+        assert a["iscrowd"] == 0 and len(a["position_ego"]) == 3
+    assert DetectionClass.VEHICLE in by_cat and len(by_cat) >= 2
+    for a in by_cat.get(DetectionClass.SPEED_LIMIT_SIGN, []):
+        assert a["sign_value"] in (30.0, 40.0, 50.0)
+    for a in by_cat.get(DetectionClass.TRAFFIC_LIGHT, []):
+        assert a["light_state"] in {int(s) for s in LightState}
+    assert all(a["light_state"] is None for a in by_cat[DetectionClass.VEHICLE])
+    assert all(a["sign_value"] is None for a in by_cat[DetectionClass.VEHICLE])
+    im = data["images"][0]
+    assert np.asarray(im["K"]).shape == (3, 3) and np.asarray(im["pose"]).shape == (4, 4)
+
+
+def test_splits_are_by_episode(collected: tuple[Path, dict[str, Any]]) -> None:
+    _, data = collected
+    splits = data["splits"]
+    assert set(splits) == {"train", "val", "test"}
+    assert all(splits[s] for s in ("train", "val", "test"))  # 4 episodes: each split has one
+    all_ids = [i for s in splits.values() for i in s]
+    assert sorted(all_ids) == sorted(im["id"] for im in data["images"])
+    split_of_episode: dict[tuple[str, int], set[str]] = {}
+    for im in data["images"]:
+        split_of_episode.setdefault((im["scenario"], im["seed"]), set()).add(im["split"])
+    assert len(split_of_episode) == 4
+    assert all(len(s) == 1 for s in split_of_episode.values())  # no episode in two splits
+
+
+def test_split_assignment_is_deterministic_and_order_free() -> None:
+    eps = [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1), ("d", 0)]
+    s = DatasetSettings()
+    one = assign_splits(eps, s, seed=3)
+    assert one == assign_splits(list(reversed(eps)), s, seed=3)
+    assert sorted(one.values()).count("test") >= 1 and sorted(one.values()).count("val") >= 1
+    assert set(assign_splits([("a", 0)], s, 0).values()) == {"train"}
+    assert sorted(assign_splits([("a", 0), ("a", 1)], s, 0).values()) == ["test", "train"]
+
+
+def test_coco_boxes_move_pixel_centres_to_pixel_corners() -> None:
+    assert coco_box(np.array([10.0, 20.0, 30.0, 25.0])) == [10.5, 20.5, 20.0, 5.0]
+    assert coco_box(np.array([-0.5, -0.5, 639.5, 479.5])) == [0.0, 0.0, 640.0, 480.0]
+
+
+def test_frame_annotations_keep_values_and_states_and_drop_hidden_boxes() -> None:
+    boxes = np.array([[10, 10, 30, 40], [50, 5, 60, 15], [70, 5, 80, 15], [0, 0, 20, 20]], float)
+    frame = CameraFrame(
+        t=1.0,
+        frame=20,
+        rgb=np.zeros((120, 160, 3), dtype=np.uint8),
+        K=np.eye(3),
+        pose=np.eye(4),
+        boxes=boxes,
+        box_class=np.array([3, 4, 1, 1]),
+        box_id=np.array([5, 6, 7, 8]),
+        box_occlusion=np.array([0.0, 0.1, 0.95, 0.0]),
+        box_truncation=np.zeros(4),
+        box_visible_px=np.array([600, 80, 5, 400]),
+        box_value=np.array([0.0, 50.0, 0.0, 0.0]),
+        box_state=np.array([int(LightState.RED), -1, -1, -1]),
+    )
+    anns = frame_annotations(frame, 3, 10, DatasetSettings(), {5: (20.0, -3.0, 2.5)})
+    assert [a["track_id"] for a in anns] == [5, 6, 8]  # 7 is 95 % hidden
+    light, sign, car = anns
+    assert light["light_state"] == LightState.RED and light["sign_value"] is None
+    assert light["position_ego"] == [20.0, -3.0, 2.5] and "position_ego" not in sign
+    assert sign["sign_value"] == 50.0 and sign["light_state"] is None
+    assert [a["id"] for a in anns] == [10, 11, 12] and car["image_id"] == 3

@@ -1,0 +1,94 @@
+"""The RL planner stage and the training command, with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+from planning.env import RouteEnv
+from planning.rl import PolicyError, PolicyMismatchError, RLPlanner, RLPlannerSettings
+from sim.messages import Plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    torch.set_num_threads(1)
+
+
+def test_a_policy_for_other_spaces_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    model = PPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=64, batch_size=64, device="cpu")
+    path = tmp_path / "pendulum.zip"
+    model.save(str(path))
+    with pytest.raises(PolicyMismatchError, match=r"expects the observation space Box\(3,\)"):
+        RLPlanner(RLPlannerSettings(policy=path))
+
+
+def test_a_missing_policy_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="planner train"):
+        RLPlanner(RLPlannerSettings(policy=tmp_path / "nope.zip"))
+
+
+def _train(out: Path, *extra: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "launch", "planner", "train", "--out", str(out), *extra]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_real_training_command_with_a_tiny_budget(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _train(
+        out,
+        *("--algo", "ppo", "--timesteps", "256", "--n-envs", "2"),
+        *("--bc-steps", "64", "--checkpoint-every", "128"),
+        *("--eval-every", "256", "--eval-episodes", "1"),
+    )
+    for name in ("policy.zip", "vecnormalize.pkl", "config.json", "best/best_model.zip"):
+        assert (out / name).exists(), name
+    assert list((out / "checkpoints").glob("rl_model_*_steps.zip"))
+    assert list((out / "tb").rglob("events.out.tfevents.*"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["timesteps"] == 256 and config["train"]["bc"]["steps"] == 64
+    assert config["result"]["num_timesteps"] >= 256
+    # the stage loads it and plans
+    planner = RLPlanner(RLPlannerSettings(policy=out / "policy.zip"))
+    env = RouteEnv()
+    env.reset(seed=0)
+    obs = env._obs
+    assert obs is not None and env._perception is not None
+    plan = planner.update(env._perception, obs.route, obs.ego)
+    assert isinstance(plan, Plan) and np.all(np.isfinite(plan.speed))
+    assert planner.update(env._perception, obs.route, obs.ego) is plan  # 10 Hz: same plan
+    # and training resumes from a checkpoint
+    ckpt = sorted((out / "checkpoints").glob("rl_model_*_steps.zip"))[-1]
+    _train(
+        tmp_path / "resumed",
+        *("--timesteps", "128", "--n-envs", "1", "--resume", str(ckpt)),
+        *("--eval-every", "100000"),
+    )
+    assert (tmp_path / "resumed" / "policy.zip").exists()
+
+
+def test_the_shipped_policy_loads_and_plans() -> None:
+    from planning.rl import DEFAULT_POLICY
+
+    assert DEFAULT_POLICY.stat().st_size < 10 * 2**20
+    planner = RLPlanner()
+    env = RouteEnv()
+    env.reset(seed=1)
+    for _ in range(20):
+        assert env._obs is not None and env._perception is not None
+        plan = planner.update(env._perception, env._obs.route, env._obs.ego)
+        assert np.all(np.isfinite(plan.path)) and np.all(plan.speed >= 0.0)
+        env.step(planner.last_action)
