@@ -14,6 +14,7 @@ NUL JSON object), 4 close.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -30,6 +31,25 @@ _FRAME = struct.Struct("<BIHQ")
 _CHANNEL, _MESSAGE, _METADATA, _CLOSE = 1, 2, 3, 4
 
 
+_PIPE_BYTES = 1 << 20  # Linux's default cap for unprivileged pipes (/proc/sys/fs/pipe-max-size)
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    """Give the pipe room for several flushes, so the loop rarely waits for the writer to read.
+
+    Linux's default pipe holds 64 KiB, one flush: every flush then blocks until the child has
+    drained the previous one. Elsewhere, or where the cap is lower, the default stays.
+    """
+    try:
+        import fcntl  # POSIX only
+    except ImportError:
+        return
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux only
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
 class PipeSink:
     """A :class:`~sim.recording.writer.Sink` that hands messages to a writer process."""
 
@@ -42,6 +62,7 @@ class PipeSink:
         )
         assert self._proc.stdin is not None
         self._pipe: IO[bytes] = self._proc.stdin
+        _widen(self._pipe)
         self._channels: dict[str, int] = {}
         self._pending: list[bytes] = []
         self._pending_bytes = 0
