@@ -281,7 +281,7 @@ class EventMonitor:
         if not self.lines:
             return
         d = np.hypot(self.line_xy[:, 0] - p1[0], self.line_xy[:, 1] - p1[1])
-        for i in np.flatnonzero(d < self.cfg.light_check_m):
+        for i in (d < self.cfg.light_check_m).nonzero()[0].tolist():
             ln = self.lines[i]
             c, s = math.cos(ln.yaw), math.sin(ln.yaw)
             along0 = (p0[0] - ln.x) * c + (p0[1] - ln.y) * s
@@ -375,7 +375,7 @@ class EventMonitor:
         if len(traffic_speed) and self._next_cp < cfg.checkpoints:
             k = self._next_cp
             self._cp_ego[k] += speed
-            self._cp_traffic[k] += float(traffic_speed.mean())
+            self._cp_traffic[k] += float(traffic_speed.sum()) / len(traffic_speed)
             self._cp_n[k] += 1
         while (
             self._next_cp < cfg.checkpoints

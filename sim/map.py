@@ -114,6 +114,7 @@ class RoadMap:
             raise MapError(f"map '{name}' could not be parsed as OpenDRIVE: {exc}") from exc
         self.name = name
         self.xodr = xodr
+        self._lane_at_last: tuple[float, float, carla.Waypoint | None] | None = None
         self.step = sample_step_m
         self.segments: list[Segment] = []
         self._by_key: dict[LaneKey, int] = {}
@@ -343,10 +344,19 @@ class RoadMap:
         raise MapError(f"no driving lane near ({x:.1f}, {y:.1f}) in map '{self.name}'")
 
     def driving_lane_at(self, x: float, y: float) -> carla.Waypoint | None:
-        """The driving-lane waypoint under a point, or None when the point is off driving lanes."""
-        return self.carla_map.get_waypoint(
+        """The driving-lane waypoint under a point, or None when the point is off driving lanes.
+
+        The last answer is kept: the world asks about the same ego position more than once a
+        tick, and a standing ego asks about one position tick after tick.
+        """
+        last = self._lane_at_last
+        if last is not None and last[0] == x and last[1] == y:
+            return last[2]
+        wp = self.carla_map.get_waypoint(
             to_carla(x, y), project_to_road=False, lane_type=carla.LaneType.Driving
         )
+        self._lane_at_last = (x, y, wp)  # one assignment: safe for maps shared by threads
+        return wp
 
     def lane_point(
         self, seg_i: int, s_on: float, offset_m: float = 0.0

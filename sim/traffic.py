@@ -30,6 +30,8 @@ from sim.map import RoadMap
 from sim.messages import LightState
 from sim.route import _densify
 
+_NONE = np.zeros(0, dtype=np.int64)
+
 
 @dataclass(frozen=True)
 class TrafficSettings:
@@ -91,6 +93,7 @@ class Traffic:
         self.pstop = np.zeros((0, k), dtype=np.int64)  # approach segment at its stop line, -1
         self.pseg = np.zeros((0, k), dtype=np.int64)
         self.pnext_stop = np.zeros((0, k), dtype=np.int64)  # next stop-line sample, k if none
+        self._pose_rows = np.zeros((3, 0, k))  # px, py, pyaw are views of this (one take each)
         self.valid_len = np.zeros(0, dtype=np.int64)
         self.chains: list[list[int]] = []
         self.chain_s0: list[float] = []  # s of the path's first sample on chains[i][0]
@@ -159,6 +162,8 @@ class Traffic:
             ("pnext_stop", np.int64),
         ):
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros((1, k), dtype)]))
+        self._pose_rows = np.stack([self.px, self.py, self.pyaw])
+        self.px, self.py, self.pyaw = self._pose_rows
         self.valid_len = np.append(self.valid_len, 0)
         self.chains.append(list(chain))
         self.chain_s0.append(s_on_first)
@@ -214,7 +219,7 @@ class Traffic:
         """Drop the path behind vehicles that have used most of it, and extend it ahead."""
         assert self._rng is not None
         segs = self.map.segments
-        for i in np.flatnonzero(self.s > self.valid_len - self.cfg.refill_margin_m).tolist():
+        for i in (self.s > self.valid_len - self.cfg.refill_margin_m).nonzero()[0].tolist():
             if self.dead_end[i] or self.mode[i] == 1:
                 continue
             # Re-anchor the path 20 m behind the vehicle: find the segment holding that point.
@@ -237,11 +242,9 @@ class Traffic:
         i0 = k.astype(np.int64)
         f = k - i0
         flat = self._row_start + i0  # index into the flattened (N, K) rows
-        px, py, pyaw = self.px.ravel(), self.py.ravel(), self.pyaw.ravel()
-        x0, y0, yaw0 = px.take(flat), py.take(flat), pyaw.take(flat)
-        self.x = x0 + (px.take(flat + 1) - x0) * f
-        self.y = y0 + (py.take(flat + 1) - y0) * f
-        self.yaw = yaw0 + (pyaw.take(flat + 1) - yaw0) * f  # rows hold unwrapped headings
+        rows = self._pose_rows.reshape(3, -1)  # x, y, unwrapped heading
+        p0 = rows.take(flat, axis=1)
+        self.x, self.y, self.yaw = p0 + (rows.take(flat + 1, axis=1) - p0) * f
         if self._any_lateral:
             self.x = self.x - np.sin(self.yaw) * self.lateral
             self.y = self.y + np.cos(self.yaw) * self.lateral
@@ -260,7 +263,8 @@ class Traffic:
         :param obstacles: returns ``(M, 5)`` x, y, heading, speed, half-length of things on the
             road that are not traffic vehicles (the ego, pedestrians on the road)
         :param claim: returns the ego's claim on a junction, if any
-            (both are asked only when deciding)
+            (obstacles are asked only when deciding, the claim only when a vehicle asks for
+            right of way; neither depends on the traffic)
         """
         if self.n == 0:
             return
@@ -268,7 +272,7 @@ class Traffic:
         front = self.s + self.length / 2.0
         if self._tick % cfg.decide_every == 0 or len(self._gap) != self.n:
             self._gap, self._v_other = self._decide(
-                obstacles(), claim(), front, dt * cfg.decide_every
+                obstacles(), claim, front, dt * cfg.decide_every
             )
             limit = self.plimit.ravel().take(
                 self._row_start + np.minimum(front.astype(np.int64), cfg.path_samples - 1)
@@ -307,7 +311,7 @@ class Traffic:
     def _decide(
         self,
         obstacles: NDArray[np.float64],
-        claim: JunctionClaim | None,
+        claim: Callable[[], JunctionClaim | None],
         front: NDArray[np.float64],
         dt: float,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -317,41 +321,46 @@ class Traffic:
         the chord), then each candidate is probed along the follower's path.
         """
         cfg = self.cfg
-        rows = np.arange(self.n)
+        n = self.n
         last = cfg.path_samples - 1
         ox = np.concatenate([self.x, obstacles[:, 0]])  # (M,)
         oy = np.concatenate([self.y, obstacles[:, 1]])
         fk = np.minimum(front.astype(np.int64), last)
-        fx, fy = self.px[rows, fk], self.py[rows, fk]
-        dx, dy = ox[None, :] - fx[:, None], oy[None, :] - fy[:, None]  # (N, M)
+        px, py = self.px.ravel(), self.py.ravel()
+        fflat = self._row_start + fk
+        fx, fy = px.take(fflat), py.take(fflat)
+        dx, dy = ox - fx[:, None], oy - fy[:, None]  # (N, M)
         c, sn = np.cos(self.yaw)[:, None], np.sin(self.yaw)[:, None]
         fwd = dx * c + dy * sn
         lat = np.abs(dy * c - dx * sn)
         # ahead, within reach, and inside a wide cone (a path bends at most ~90° in a junction)
         near = (fwd > -3.0) & (lat < fwd + 6.0) & (dx * dx + dy * dy < (cfg.lookahead_m + 3.0) ** 2)
-        near[rows, rows] = False
-        ii, jj = np.nonzero(near)  # candidate (follower, obstacle) pairs
-        gap_lead = np.full(self.n, np.inf)
-        v_lead = np.zeros(self.n)
+        near.ravel()[: n * near.shape[1] : near.shape[1] + 1] = False  # no vehicle leads itself
+        ii, jj = near.nonzero()  # candidate (follower, obstacle) pairs
+        gap_lead = np.full(n, np.inf)
+        v_lead = np.zeros(n)
         if len(ii):
             probe = self._probe  # (P,)
-            kk = np.minimum(fk[ii, None] + self._probe_k[None, :], last)  # (K, P)
-            d2 = (self.px[ii[:, None], kk] - ox[jj, None]) ** 2 + (
-                self.py[ii[:, None], kk] - oy[jj, None]
+            kk = np.minimum(fk.take(ii)[:, None] + self._probe_k, last)  # (K, P)
+            flat = self._row_start.take(ii)[:, None] + kk
+            d2 = (px.take(flat) - ox.take(jj)[:, None]) ** 2 + (
+                py.take(flat) - oy.take(jj)[:, None]
             ) ** 2
             # on the path: within half a width plus half a probe step and a margin of a centre
-            reach = self.width[ii] / 2.0 + 0.5 * cfg.probe_step_m + 0.5
+            reach = self.width.take(ii) / 2.0 + 0.5 * cfg.probe_step_m + 0.5
             hit = d2 < (reach**2)[:, None]
             found = hit.any(1)
             if found.any():
-                ii, jj, kk, hit = ii[found], jj[found], kk[found], hit[found]
+                ii, jj, flat, hit = ii[found], jj[found], flat[found], hit[found]
                 first = hit.argmax(1)
                 ohalf = np.concatenate([self.length / 2.0, obstacles[:, 4]])
                 ov = np.concatenate([self.v, obstacles[:, 3]])
                 ohead = np.concatenate([self.yaw, obstacles[:, 2]])
-                gap = probe[first] - ohalf[jj]
-                yaw_probe = self.pyaw[ii, kk[np.arange(len(ii)), first]]
-                along = np.maximum(ov[jj] * np.cos(ohead[jj] - yaw_probe), 0.0)
+                gap = probe.take(first) - ohalf.take(jj)
+                yaw_probe = self.pyaw.ravel().take(
+                    flat.ravel().take(np.arange(len(ii)) * flat.shape[1] + first)
+                )
+                along = np.maximum(ov.take(jj) * np.cos(ohead.take(jj) - yaw_probe), 0.0)
                 np.minimum.at(gap_lead, ii, gap)
                 is_lead = gap <= gap_lead[ii]
                 v_lead[ii[is_lead]] = along[is_lead]
@@ -360,19 +369,19 @@ class Traffic:
         return np.where(use_stop, gap_stop, gap_lead), np.where(use_stop, 0.0, v_lead)
 
     def _stop_gaps(
-        self, dt: float, front: NDArray[np.float64], claim: JunctionClaim | None
+        self, dt: float, front: NDArray[np.float64], claim: Callable[[], JunctionClaim | None]
     ) -> NDArray[np.float64]:
         """Distance to the stop line for vehicles that must stop before their next junction."""
         cfg = self.cfg
         last = cfg.path_samples - 1
-        rows = np.arange(self.n)
+        rs = self._row_start
         out = np.full(self.n, np.inf)
         fk = np.minimum(front.astype(np.int64), last)
-        k_stop = self.pnext_stop[rows, fk]
+        k_stop = self.pnext_stop.ravel().take(rs + fk)
         has = k_stop - front < cfg.lookahead_m
         k_stop = np.minimum(k_stop, last)
-        approach = np.maximum(self.pstop[rows, k_stop], 0)
-        junction = self.pjunction[rows, np.minimum(k_stop + 1, last)]
+        approach = np.maximum(self.pstop.ravel().take(rs + k_stop), 0)
+        junction = self.pjunction.ravel().take(rs + np.minimum(k_stop + 1, last))
         cand = has & (self.mode != 1) & (self.holding != junction)
         if not cand.any():
             return out
@@ -386,14 +395,17 @@ class Traffic:
         line_gap = np.maximum(dist - cfg.stop_line_margin_m, 0.05)
         out[light_stop] = line_gap[light_stop]
         request = dist < np.maximum(cfg.request_distance_m, v * v / (2 * cfg.b_comf) + 5.0)
-        for i in np.flatnonzero(cand & request & ~light_stop).tolist():
+        claimed: list[JunctionClaim | None] = []  # the ego's claim, asked at most once
+        for i in (cand & request & ~light_stop).nonzero()[0].tolist():
             if self._is_stop[approach[i]]:
                 if v[i] < 0.1 and dist[i] < 3.0 + cfg.stop_line_margin_m:
                     self.stop_timer[i] += dt
                 if self.stop_timer[i] < cfg.stop_wait_s:
                     out[i] = line_gap[i]
                     continue
-            if self._junction_free(int(junction[i]), int(approach[i]), claim):
+            if not claimed:
+                claimed.append(claim())
+            if self._junction_free(int(junction[i]), int(approach[i]), claimed[0]):
                 self._grant(i, int(junction[i]), int(approach[i]), int(k_stop[i]))
             else:
                 out[i] = line_gap[i]
@@ -427,5 +439,7 @@ class Traffic:
 
     def at_path_end(self) -> NDArray[np.int64]:
         """Vehicles within 5 m of the end of a dead-end path (to be respawned)."""
+        if not any(self.dead_end):
+            return _NONE
         dead = np.array(self.dead_end, dtype=bool)
         return np.flatnonzero(dead & (self.s + self.length / 2 > self.valid_len - 5.0))

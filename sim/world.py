@@ -176,6 +176,8 @@ class EmbeddedWorld:
             for lm, ap in zip(self.lights.landmarks, self.lights.approaches, strict=True)
         ]
         self._actor_static: tuple[np.ndarray, ...] | None = None
+        self._light_states: list[int] | None = None
+        self._lights_obs: tuple[Any, ...] = ()
         self._front = self._front_point()
         self._hash = hashlib.sha256()
         self._record_state()
@@ -227,7 +229,7 @@ class EmbeddedWorld:
             self.ego[3],
             ids,
             kinds,
-            self.traffic.v[self.traffic.mode == 0],
+            self.traffic.v[self.traffic.mode == 0] if self.traffic.scripted else self.traffic.v,
         )
         self._last_events = tuple(events)
         self._record_state()
@@ -409,7 +411,7 @@ class EmbeddedWorld:
         """``(M, 5)`` x, y, heading, speed, half-length of the ego and pedestrians on the road."""
         c = self._ego_box()
         pd = self.peds
-        on_road = np.flatnonzero(pd.on_road())
+        on_road = pd.on_road().nonzero()[0]
         rows = np.empty((1 + len(on_road), 5))
         rows[0] = (c[0], c[1], self.ego[2], self.ego[3], self.cfg.ego.length_m / 2)
         rows[1:, 0] = pd.x[on_road]
@@ -454,30 +456,26 @@ class EmbeddedWorld:
         r_ego = 0.5 * math.hypot(ego_c[3], ego_c[4])
         ids, kinds = [], []
         d2 = (t.x - ego_c[0]) ** 2 + (t.y - ego_c[1]) ** 2
-        near = np.flatnonzero(d2 < (r_ego + t.half_diagonal) ** 2)
+        near = (d2 < (r_ego + t.half_diagonal) ** 2).nonzero()[0]
         if len(near):
             hit = overlaps(ego_c, t.boxes()[near])
             ids.append(t.ids[near][hit])
             kinds.append(np.full(int(hit.sum()), int(ActorKind.VEHICLE)))
         d2 = (pd.x - ego_c[0]) ** 2 + (pd.y - ego_c[1]) ** 2
-        near = np.flatnonzero(d2 < (r_ego + _PED_RADIUS) ** 2)
+        near = (d2 < (r_ego + _PED_RADIUS) ** 2).nonzero()[0]
         if len(near):
-            boxes = np.stack(
-                [
-                    pd.x[near],
-                    pd.y[near],
-                    pd.yaw[near],
-                    np.full(len(near), PED_LENGTH_M),
-                    np.full(len(near), PED_WIDTH_M),
-                ],
-                -1,
-            )
+            boxes = np.empty((len(near), 5))
+            boxes[:, 0] = pd.x[near]
+            boxes[:, 1] = pd.y[near]
+            boxes[:, 2] = pd.yaw[near]
+            boxes[:, 3] = PED_LENGTH_M
+            boxes[:, 4] = PED_WIDTH_M
             hit = overlaps(ego_c, boxes)
             ids.append(pd.ids[near][hit])
             kinds.append(np.full(int(hit.sum()), int(ActorKind.PEDESTRIAN)))
         props = self._props
         d2 = (props[:, 1] - ego_c[0]) ** 2 + (props[:, 2] - ego_c[1]) ** 2
-        near = np.flatnonzero(d2 < (r_ego + PROP_SIZE_M) ** 2)
+        near = (d2 < (r_ego + PROP_SIZE_M) ** 2).nonzero()[0]
         if len(near):
             hit = overlaps(ego_c, props[near, 1:])
             ids.append(props[near, 0][hit].astype(np.int64))
@@ -542,7 +540,11 @@ class EmbeddedWorld:
             width=width,
             height=height,
         )
-        lights = tuple(self._light_gt[i][st] for i, st in enumerate(self.lights.state.tolist()))
+        states = self.lights.state.tolist()
+        if states != self._light_states:  # lights change every few seconds, not every tick
+            self._light_states = states
+            self._lights_obs = tuple(self._light_gt[i][st] for i, st in enumerate(states))
+        lights = self._lights_obs
         obs = Observation(
             self.t,
             self.frame,
