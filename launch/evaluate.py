@@ -96,11 +96,12 @@ def build_summary(
 def format_table(ev: Evaluation) -> str:
     """Per-episode rows, then the means with their 95 % intervals and infractions per km."""
     rows = [f"{'scenario':<22} {'seed':>4} {'DS':>6} {'RC':>6} {'IP':>6}  status"]
-    for r in ev.results:
+    for r, row in zip(ev.results, ev.summary["episodes"], strict=True):
         s = r.score
+        status = row["status"]  # the summary's: a sweep says "Stopped after --max-steps N"
         rows.append(
             f"{r.scenario:<22} {r.seed:>4} {s.driving_score:6.1f} "
-            f"{s.route_completion:6.1f} {s.infraction_penalty:6.3f}  {s.status}"
+            f"{s.route_completion:6.1f} {s.infraction_penalty:6.3f}  {status}"
         )
     m = ev.summary
     rows += [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from launch.evaluate import format_table
 from launch.stack import StackConfig
 from launch.sweep import SweepSettings, sweep
 from sim.recording import read_recording
@@ -61,3 +62,5 @@ def test_in_process_sweep_keeps_the_others_when_one_fails(tmp_path: Path) -> Non
     assert [(r.scenario, r.seed) for r in ev.results] == [("stop_signs", 0), ("stop_signs", 1)]
     assert len(failures) == 2 and failures[0]["error"].startswith("ScenarioError")
     assert json.loads((tmp_path / "summary.json").read_text())["n_routes"] == 2
+    table = format_table(ev)  # an episode cut by --max-steps is not called "Failed"
+    assert table.count("Stopped after --max-steps 10") == 2 and "Failed" not in table
