@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.rules import _shift_left
+from planning.rules import StandingTimer, shift_left
 from sim.messages import (
     ActorKind,
     DetectedLight,
@@ -153,7 +153,7 @@ class ObservationEncoder:
         # route distance of a signed junction line -> sign type; lines the ego stood at
         self._sign_lines: dict[float, SignType] = {}
         self._stood_at: set[float] = set()
-        self._standing_since: dict[int, float] = {}
+        self._standing = StandingTimer()
         # id -> (time last seen, the object then, its map-frame x, y, yaw)
         self._objects: dict[int, tuple[float, DetectedObject, float, float, float]] = {}
         self._lights: dict[int, tuple[float, DetectedLight, float, float]] = {}
@@ -206,7 +206,7 @@ class ObservationEncoder:
         out[i : i + block.size] = block.reshape(-1)
         i += block.size
         # objects, projected on the route
-        self._track_standing(perception)
+        self._standing.update(perception)
         seen = self._hold(perception, ego)
         objs = [o for o in seen if math.hypot(o.x, o.y) < cfg.object_range_m]
         leader: _Leader = (math.inf, 0.0, None)  # gap, speed along, object
@@ -228,7 +228,7 @@ class ObservationEncoder:
                     math.cos(o.yaw),
                     math.sin(o.yaw),
                     o.speed,
-                    self._standing(o.id, perception.t),
+                    self._standing_s(o.id, perception.t),
                 )
             leader = self._leader(objs, s_obj, d_obj, xy, step, s_front)
         i += N_OBJECTS * len(OBJECT_FEATURES)
@@ -243,7 +243,7 @@ class ObservationEncoder:
                 min(gap, FAR_M),
                 v_lead,
                 _stop_speed(gap - cfg.standstill_gap_m + 1.0, cfg.comfort_decel_mps2),
-                self._standing(lead.id, perception.t),
+                self._standing_s(lead.id, perception.t),
                 left_kind,
                 float(self._left_free(objs, xy, step, route, lead.id)),
                 float(junction_near),
@@ -363,21 +363,8 @@ class ObservationEncoder:
             out.append(replace(lt, stop_x=c * dx + s * dy, stop_y=-s * dx + c * dy))
         return out
 
-    def _track_standing(self, perception: PerceptionOutput) -> None:
-        seen = set()
-        for o in perception.objects:
-            seen.add(o.id)
-            if o.speed < 0.2:
-                self._standing_since.setdefault(o.id, perception.t)
-            else:
-                self._standing_since.pop(o.id, None)
-        for k in list(self._standing_since):
-            if k not in seen:
-                del self._standing_since[k]
-
-    def _standing(self, obj_id: int, t: float) -> float:
-        since = self._standing_since.get(obj_id)
-        return 0.0 if since is None else min(t - since, 10.0)
+    def _standing_s(self, obj_id: int, t: float) -> float:
+        return min(self._standing.seconds(obj_id, t), 10.0)
 
     def _leader(
         self,
@@ -630,7 +617,7 @@ class PlanMaker:
         ramp_len = max(cfg.offset_ramp_min_m, cfg.offset_ramp_s * ego.speed)
         r = np.clip(s / ramp_len, 0.0, 1.0)
         lateral = current + (offset - current) * (3 * r**2 - 2 * r**3)
-        path = _shift_left(base, lateral)
+        path = shift_left(base, lateral)
         # longitudinal: a first-order approach to the target within the comfort bounds
         accel = (v_target - ego.speed) / cfg.speed_time_s
         accel = min(max(accel, -cfg.max_decel_mps2), cfg.max_accel_mps2)

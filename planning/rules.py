@@ -54,6 +54,30 @@ class RulePlannerSettings:
     ego: VehicleParams = field(default_factory=VehicleParams)
 
 
+class StandingTimer:
+    """How long each perceived object has stood still (under 0.2 m/s); unseen ones are forgotten."""
+
+    def __init__(self) -> None:
+        self._since: dict[int, float] = {}
+
+    def update(self, perception: PerceptionOutput) -> None:
+        seen = set()
+        for o in perception.objects:
+            seen.add(o.id)
+            if o.speed < 0.2:
+                self._since.setdefault(o.id, perception.t)
+            else:
+                self._since.pop(o.id, None)
+        for k in list(self._since):
+            if k not in seen:
+                del self._since[k]
+
+    def seconds(self, obj_id: int, t: float) -> float:
+        """Seconds the object has stood at time ``t``; 0 when it moves or was not seen."""
+        since = self._since.get(obj_id)
+        return 0.0 if since is None else t - since
+
+
 class RulePlanner:
     """``update(perception, route, ego) -> Plan``."""
 
@@ -62,7 +86,7 @@ class RulePlanner:
         self.reset()
 
     def reset(self) -> None:
-        self._stationary_since: dict[int, float] = {}
+        self._standing = StandingTimer()
         self._stood_at: set[float] = set()  # route distances of stop lines already stood at
         # route distance of a signed stop line -> (sign type, junction id, sign id)
         self._sign_lines: dict[float, tuple[SignType, int, int]] = {}
@@ -81,9 +105,9 @@ class RulePlanner:
             return self._stop_plan(ego, base)
         front = p.length_m - p.rear_overhang_m  # ego frame x of the front bumper
         s_front = front - float(base[0, 0])  # route distance of the front bumper, roughly
-        self._track_stationary(perception)
+        self._standing.update(perception)
         offset = self._pass_offset(perception, route, base, s, ego)
-        path = _shift_left(base, offset)
+        path = shift_left(base, offset)
         # speed wanted: limit, curvature, limits ahead
         limit_now = perception.speed_limit_mps or float(route.speed_limit_mps[0])
         limits = np.minimum(route.speed_limit_mps[:n], max(limit_now, 0.1))
@@ -140,18 +164,6 @@ class RulePlanner:
         )
 
     # ------------------------------------------------------------------------------ helpers
-    def _track_stationary(self, perception: PerceptionOutput) -> None:
-        seen = set()
-        for o in perception.objects:
-            seen.add(o.id)
-            if o.speed < 0.2:
-                self._stationary_since.setdefault(o.id, perception.t)
-            else:
-                self._stationary_since.pop(o.id, None)
-        for k in list(self._stationary_since):
-            if k not in seen:
-                del self._stationary_since[k]
-
     def _on_path(
         self, path: FloatArray, s: FloatArray, x: float, y: float, half_width: float
     ) -> float | None:
@@ -299,7 +311,7 @@ class RulePlanner:
             at = self._on_path(base, s, o.x, o.y, o.width / 2)
             if at is None:
                 continue
-            standing = perception.t - self._stationary_since.get(o.id, perception.t)
+            standing = self._standing.seconds(o.id, perception.t)
             i = min(int(at / route.step_m), len(route.left_lane) - 1)
             ahead = route.junction[i : i + int(cfg.pass_junction_clearance_m / route.step_m)]
             candidate = o.id == self._passing or (
@@ -319,7 +331,7 @@ class RulePlanner:
             return offset
         at, o = target
         width = float(route.lane_width_m[min(int(at), len(route.lane_width_m) - 1)])
-        shifted = _shift_left(base, np.full(len(base), width))
+        shifted = shift_left(base, np.full(len(base), width))
         if self._passing != o.id and not self._lane_free(perception, shifted, s, o.id):
             return offset
         self._passing = o.id
@@ -341,7 +353,7 @@ class RulePlanner:
         return True
 
 
-def _shift_left(path: FloatArray, offset: FloatArray) -> FloatArray:
+def shift_left(path: FloatArray, offset: FloatArray) -> FloatArray:
     """Shift each point of ``path`` ``(N, 2)`` by ``offset`` ``(N,)`` along its left normal."""
     if not np.any(offset):
         return path
