@@ -10,13 +10,17 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import RouteError
 from sim.map import KMH, RoadMap, project_s
-from sim.messages import FloatArray
+from sim.messages import FloatArray, RouteAhead, VehicleState
+
+if TYPE_CHECKING:
+    from sim.scenario import RouteSpec
 
 SNAP_RADIUS_M = 6.0  # a route waypoint must lie within this distance of a driving lane
 
@@ -238,4 +242,33 @@ def _densify(
         left_lane=np.array([segs[i].left_lane for i in seg_new], dtype=np.int64),
         junction=np.array([segs[i].junction for i in seg_new], dtype=np.int64),
         step_m=step_m,
+    )
+
+
+ROUTE_AHEAD_M = 100.0  # how much of the route an Observation carries
+
+
+def route_for(road_map: RoadMap, spec: RouteSpec, rng: np.random.Generator) -> Route:
+    """A scenario's route: through its waypoints, or drawn from ``rng`` when it asks for one."""
+    if spec.waypoints is not None:
+        return plan_route(road_map, list(spec.waypoints))
+    assert spec.random is not None  # the schema allows exactly one of the two
+    return random_route(road_map, rng, spec.random.min_length_m)
+
+
+def route_ahead(route: Route, i0: int, ego: VehicleState) -> RouteAhead:
+    """The route from index ``i0`` for :data:`ROUTE_AHEAD_M`, in ``ego``'s frame; every backend
+    gives its stages this."""
+    r = route
+    i1 = min(len(r.s), i0 + int(ROUTE_AHEAD_M / r.step_m) + 1)
+    return RouteAhead(
+        xy=ego.to_ego(r.xy[i0:i1]),
+        yaw=np.remainder(r.yaw[i0:i1] - ego.yaw + np.pi, 2 * np.pi) - np.pi,
+        speed_limit_mps=r.speed_limit_mps[i0:i1],
+        lane_width_m=r.lane_width_m[i0:i1],
+        left_lane=r.left_lane[i0:i1],
+        junction=r.junction[i0:i1],
+        step_m=r.step_m,
+        s0_m=float(r.s[i0]),
+        remaining_m=float(r.s[-1] - r.s[i0]),
     )

@@ -40,7 +40,6 @@ from sim.messages import (
     LightGT,
     LightState,
     Observation,
-    RouteAhead,
     SignGT,
     SignType,
     VehicleParams,
@@ -48,7 +47,7 @@ from sim.messages import (
 )
 from sim.metrics import RouteScore, score_route
 from sim.pedestrians import PED_HEIGHT_M, PED_LENGTH_M, PED_WIDTH_M, Pedestrians, crossing_at
-from sim.route import Route, plan_route, random_route
+from sim.route import route_ahead, route_for
 from sim.scenario import (
     LeadVehicleBrakes,
     ParkedVehicle,
@@ -62,7 +61,6 @@ log = logging.getLogger(__name__)
 # (length, width, height) m of the vehicle types traffic is drawn from
 VEHICLE_TYPES = ((4.5, 1.9, 1.5), (3.9, 1.8, 1.5), (4.9, 2.0, 1.8), (5.3, 2.1, 2.2))
 PROP_SIZE_M = 0.4  # footprint of a sign post or light pole
-ROUTE_AHEAD_M = 100.0
 _EMPTY = np.zeros(0, dtype=np.int64)
 _PED_RADIUS = 0.5 * math.hypot(PED_LENGTH_M, PED_WIDTH_M)
 
@@ -134,7 +132,7 @@ class EmbeddedWorld:
         rng_route, rng_traffic, rng_peds, rng_lights, self.rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
         )
-        self.route = self._plan_route(scenario, rng_route)
+        self.route = route_for(self.map, scenario.route, rng_route)
         self.t = 0.0
         self.frame = 0
         self.ego = np.array([*self.route.xy[0], self.route.yaw[0], scenario.ego.speed_mps, 0, 0])
@@ -188,12 +186,6 @@ class EmbeddedWorld:
 
             self._cameras = Camera.for_scenario(scenario, self.map, seed)
         return self._observe()
-
-    def _plan_route(self, scenario: Scenario, rng: np.random.Generator) -> Route:
-        if scenario.route.waypoints is not None:
-            return plan_route(self.map, list(scenario.route.waypoints))
-        assert scenario.route.random is not None
-        return random_route(self.map, rng, scenario.route.random.min_length_m)
 
     @property
     def done(self) -> bool:
@@ -503,20 +495,7 @@ class EmbeddedWorld:
 
     def _observe(self) -> Observation:
         ego = self.ego_state()
-        r = self.route
-        i0 = self.monitor.route_index
-        i1 = min(len(r.s), i0 + int(ROUTE_AHEAD_M / r.step_m) + 1)
-        ahead = RouteAhead(
-            xy=ego.to_ego(r.xy[i0:i1]),
-            yaw=np.remainder(r.yaw[i0:i1] - ego.yaw + np.pi, 2 * np.pi) - np.pi,
-            speed_limit_mps=r.speed_limit_mps[i0:i1],
-            lane_width_m=r.lane_width_m[i0:i1],
-            left_lane=r.left_lane[i0:i1],
-            junction=r.junction[i0:i1],
-            step_m=r.step_m,
-            s0_m=float(r.s[i0]),
-            remaining_m=float(r.s[-1] - r.s[i0]),
-        )
+        ahead = route_ahead(self.route, self.monitor.route_index, ego)
         t, pd = self.traffic, self.peds
         if self._actor_static is None:  # who the actors are and their sizes never change
             self._actor_static = (

@@ -24,12 +24,8 @@ from sim.messages import (
     DetectionClass,
     LightGT,
     LightState,
-    RouteAhead,
     SignType,
-    VehicleState,
 )
-from sim.route import Route
-from sim.world import ROUTE_AHEAD_M
 
 SIGN_TYPES = {"traffic.stop": SignType.STOP, "traffic.yield": SignType.YIELD}
 SIGN_MATCH_M = 5.0  # a sign actor is the map's sign of its type within this distance
@@ -61,24 +57,6 @@ class Tracked:
             (float(c[0]), float(c[1]), float(c[2])),
             (2.0 * bb.extent.x, 2.0 * bb.extent.y, 2.0 * bb.extent.z),
         )
-
-
-def route_ahead(route: Route, i0: int, ego: VehicleState) -> RouteAhead:
-    """The route from index ``i0`` for :data:`~sim.world.ROUTE_AHEAD_M`, in ``ego``'s frame (as
-    the embedded world gives it)."""
-    r = route
-    i1 = min(len(r.s), i0 + int(ROUTE_AHEAD_M / r.step_m) + 1)
-    return RouteAhead(
-        xy=ego.to_ego(r.xy[i0:i1]),
-        yaw=np.remainder(r.yaw[i0:i1] - ego.yaw + np.pi, 2 * np.pi) - np.pi,
-        speed_limit_mps=r.speed_limit_mps[i0:i1],
-        lane_width_m=r.lane_width_m[i0:i1],
-        left_lane=r.left_lane[i0:i1],
-        junction=r.junction[i0:i1],
-        step_m=r.step_m,
-        s0_m=float(r.s[i0]),
-        remaining_m=float(r.s[-1] - r.s[i0]),
-    )
 
 
 def actors_gt(alive: Sequence[Tracked], speed_of: Callable[[Any], float]) -> ActorsGT:

@@ -53,7 +53,6 @@ from sim.carla_backend.observe import (
     actors_gt,
     box_targets,
     lights_gt,
-    route_ahead,
     sign_of,
 )
 from sim.carla_backend.population import spawn_traffic, spawn_walkers
@@ -75,7 +74,7 @@ from sim.messages import (
     VehicleState,
 )
 from sim.metrics import score_route
-from sim.route import Route, plan_route, random_route
+from sim.route import route_ahead, route_for
 from sim.scenario import Scenario
 from sim.world import EpisodeResult, _event_dict, load_map
 
@@ -135,7 +134,7 @@ class CarlaWorld:
         rng_route, rng_traffic, rng_peds, _, self.rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
         )
-        self.route = self._plan_route(scenario, rng_route)
+        self.route = route_for(self.map, scenario.route, rng_route)
         if self.client is None:
             self._doing = "connecting"
             self.client = connect(conn, self._factory)
@@ -185,12 +184,6 @@ class CarlaWorld:
         self._record_state()
         self._last_events: tuple[Event, ...] = ()
         return self._observe(server_frame)
-
-    def _plan_route(self, scenario: Scenario, rng: np.random.Generator) -> Route:
-        if scenario.route.waypoints is not None:
-            return plan_route(self.map, list(scenario.route.waypoints))
-        assert scenario.route.random is not None
-        return random_route(self.map, rng, scenario.route.random.min_length_m)
 
     @property
     def progress_m(self) -> float:
