@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -407,3 +407,17 @@ class EventMonitor:
             )
         )
         self._speeding = None
+
+
+def event_dict(e: Event) -> dict[str, Any]:
+    """An event as result.json lists it (rounded for people reading the file)."""
+    return {
+        "type": e.type,
+        "t": round(e.t, 6),
+        "frame": e.frame,
+        "x": round(e.x, 3),
+        "y": round(e.y, 3),
+        "other_id": e.other_id,
+        "detail": e.detail,
+        "value": round(e.value, 4),
+    }

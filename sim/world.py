@@ -27,7 +27,7 @@ import numpy as np
 
 from sim.dynamics import bicycle_step
 from sim.errors import ScenarioError
-from sim.events import EventMonitor, EventSettings
+from sim.events import EventMonitor, EventSettings, event_dict
 from sim.geometry import overlaps
 from sim.lights import TrafficLights
 from sim.map import KMH, RoadMap, project_s
@@ -244,8 +244,8 @@ class EmbeddedWorld:
             mon.min_speed_pcts,
         )
         scored = {"speeding"}
-        infractions = tuple(_event_dict(e) for e in mon.events if e.type not in scored)
-        informational = tuple(_event_dict(e) for e in mon.events if e.type in scored)
+        infractions = tuple(event_dict(e) for e in mon.events if e.type not in scored)
+        informational = tuple(event_dict(e) for e in mon.events if e.type in scored)
         return EpisodeResult(
             self.scenario.name,
             self.seed,
@@ -535,19 +535,6 @@ class EmbeddedWorld:
         if self._cameras:
             obs = dataclasses.replace(obs, sensors={c.name: c.render(obs) for c in self._cameras})
         return obs
-
-
-def _event_dict(e: Event) -> dict[str, Any]:
-    return {
-        "type": e.type,
-        "t": round(e.t, 6),
-        "frame": e.frame,
-        "x": round(e.x, 3),
-        "y": round(e.y, 3),
-        "other_id": e.other_id,
-        "detail": e.detail,
-        "value": round(e.value, 4),
-    }
 
 
 # ---------------------------------------------------------------------------- scripted events

@@ -60,7 +60,7 @@ from sim.carla_backend.scripts import Script, make_scripts
 from sim.carla_backend.sensors import CameraRig, EventSensors
 from sim.carla_backend.settings import CarlaSettings, EgoGeometry, substeps
 from sim.errors import ScenarioError
-from sim.events import EventMonitor
+from sim.events import EventMonitor, event_dict
 from sim.messages import (
     ActorKind,
     CameraFrame,
@@ -76,7 +76,7 @@ from sim.messages import (
 from sim.metrics import score_route
 from sim.route import route_ahead, route_for
 from sim.scenario import Scenario
-from sim.world import EpisodeResult, _event_dict, load_map
+from sim.world import EpisodeResult, load_map
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +280,8 @@ class CarlaWorld:
             self.scenario.name,
             self.seed,
             score,
-            tuple(_event_dict(e) for e in events if e.type not in INFORMATIONAL),
-            tuple(_event_dict(e) for e in events if e.type in INFORMATIONAL),
+            tuple(event_dict(e) for e in events if e.type not in INFORMATIONAL),
+            tuple(event_dict(e) for e in events if e.type in INFORMATIONAL),
             self.frame,
             round(self.t, 6),
             self._hash.hexdigest(),
