@@ -35,6 +35,7 @@ ACCEL, STEER = range(2)  # input indices
 Dynamics = Callable[[Tensor, Tensor, VehicleParams], Tensor]
 Jacobian = Callable[[Tensor, Tensor, VehicleParams], tuple[Tensor, Tensor]]
 StepJacobian = Callable[[Tensor, Tensor, VehicleParams, float], tuple[Tensor, Tensor, Tensor]]
+PoseJacobian = Callable[[Tensor, Tensor, VehicleParams, float], tuple[Tensor, Tensor]]
 
 
 def kinematic_bicycle(x: Tensor, u: Tensor, p: VehicleParams) -> Tensor:
@@ -182,75 +183,92 @@ def _lagged_constants(
     return {k: torch.tensor(v, dtype=dtype, device=device) for k, v in consts.items()}
 
 
-def lagged_rk4_jacobians(
+def lagged_pose_jacobians(
     x: Tensor, u: Tensor, p: VehicleParams, dt: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`rk4_jacobians` of the lagged bicycle, written out; same results, far fewer ops.
+) -> tuple[Tensor, Tensor]:
+    """One RK4 step of the lagged bicycle and its nonlinear Jacobian rows, *feature-first*.
 
     Speed and the lags are linear with constant coefficients, so their values at the RK4 stage
     points are one mat-mul and their tangents are constants; yaw's stage values do not depend
     on yaw, so all four stages are computed at once. The x, y and yaw rows of the Jacobian are
-    then per-sample combinations of nine constant tangents. Tensors stay ``(M, <= 12)``.
+    per-sample combinations of nine constant tangents; the others are constant (see
+    :meth:`Model.linear_part`). Every tensor is ``(features, M)``, so each op runs over
+    contiguous rows of M samples.
+
+    :param x: states ``(6, M)``
+    :param u: inputs ``(2, M)``
+    :return: ``x' (6, M)`` and ``rows (6, 3, M)``: the derivatives of ``(x', y', yaw')``
+        (second index) by ``(yaw, v, a, delta, accel_cmd, steer_cmd)`` (first index); by x and
+        y they are the identity
     """
     k = _lagged_constants(p, dt, x.dtype, x.device)
     inv_l = 1.0 / p.wheelbase_m
-    lin = torch.cat([x[..., V:], u], -1)  # (M, 5): v, a, delta, accel_cmd, steer_cmd
-    st = (lin @ k["stage"]).unflatten(-1, (3, 4))  # (M, 3, 4): v, a, delta at the stages
-    v, d = st[..., 0, :], st[..., 2, :]  # (M, 4)
+    m = x.shape[1]
+    lin = torch.cat([x[V:], u])  # (5, M): v, a, delta, accel_cmd, steer_cmd
+    st = k["stage"].T @ lin  # (12, M): v, a, delta at the four stages
+    v, d = st[0:4], st[8:12]  # (4, M)
     tan = torch.tan(d)
     alpha = tan * inv_l  # d(yaw rate)/dv
     beta = v * (1.0 + tan * tan) * inv_l  # d(yaw rate)/d delta
-    k_yaw = v * alpha  # (M, 4), yaw rate at each stage
-    yaw = x[..., YAW : YAW + 1] + k["c"] * torch.nn.functional.pad(k_yaw[..., :3], (1, 0))
+    k_yaw = v * alpha  # (4, M), yaw rate at each stage
+    c, g, gc = k["c"], k["g"], k["gc"]
+    yaw = torch.cat([x[YAW : YAW + 1], x[YAW] + c[1:, None] * k_yaw[:3]])  # (4, M)
     cos, sin = torch.cos(yaw), torch.sin(yaw)
     vc, vs = v * cos, v * sin
-    g, gc = k["g"], k["gc"]
-    pose_next = x[..., : YAW + 1] + torch.stack([vc @ g, vs @ g, k_yaw @ g], -1)
-    x_next = torch.cat([pose_next, lin @ k["step"]], -1)
-    # rows x, y, yaw over the basis (e_yaw, v at stages 1-4, delta at stages 1-4): (M, 3, 9)
-    ux, uy = gc * vs[..., 1:], gc * vc[..., 1:]  # (M, 3): a stage's yaw tangent feeds the next
-    pad = torch.nn.functional.pad
-    coef = torch.stack(
-        [
-            torch.cat(
-                [
-                    -(vs @ g).unsqueeze(-1),
-                    g * cos - pad(ux * alpha[..., :3], (0, 1)),
-                    -pad(ux * beta[..., :3], (0, 1)),
-                ],
-                -1,
-            ),
-            torch.cat(
-                [
-                    (vc @ g).unsqueeze(-1),
-                    g * sin + pad(uy * alpha[..., :3], (0, 1)),
-                    pad(uy * beta[..., :3], (0, 1)),
-                ],
-                -1,
-            ),
-            torch.cat([torch.ones_like(x[..., :1]), g * alpha, g * beta], -1),
-        ],
-        -2,
-    )
-    rows = coef @ k["basis"]  # (M, 3, 6) over (yaw, v, a, delta, accel_cmd, steer_cmd)
+    moves = torch.tensordot(g, torch.stack([vc, vs, k_yaw], 1), 1)  # (3, M): x, y, yaw moves
+    x_next = torch.cat([x[: YAW + 1] + moves, k["step"].T @ lin])
+    # coefficients of rows x, y, yaw over the basis (e_yaw, v at stages 1-4, delta at 1-4)
+    ux, uy = gc[:, None] * vs[1:], gc[:, None] * vc[1:]  # a stage's yaw tangent feeds the next
+    g1 = g[:, None]
+    coef = x.new_empty((9, 3, m))  # written in place, no temporaries
+    torch.neg(moves[1], out=coef[0, 0])
+    coef[0, 1], coef[0, 2] = moves[0], 1.0
+    torch.mul(g1, cos, out=coef[1:5, 0])
+    torch.mul(g1, sin, out=coef[1:5, 1])
+    coef[1:4, 0].addcmul_(ux, alpha[:3], value=-1.0)
+    coef[1:4, 1].addcmul_(uy, alpha[:3])
+    torch.mul(ux, beta[:3], out=coef[5:8, 0]).neg_()
+    torch.mul(uy, beta[:3], out=coef[5:8, 1])
+    coef[8, :2] = 0.0
+    torch.mul(g1, alpha, out=coef[1:5, 2])
+    torch.mul(g1, beta, out=coef[5:9, 2])
+    rows = (k["basis"].T @ coef.view(9, 3 * m)).view(6, 3, m)
+    return x_next, rows
+
+
+def lagged_rk4_jacobians(
+    x: Tensor, u: Tensor, p: VehicleParams, dt: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`rk4_jacobians` of the lagged bicycle, written out (:func:`lagged_pose_jacobians`);
+    same results, far fewer ops."""
     lead = x.shape[:-1]
-    eye_xy = torch.eye(6, 2, dtype=x.dtype, device=x.device)  # columns x, y: only themselves
-    top = torch.cat([eye_xy[:3].expand(*lead, 3, 2), rows], -1)  # (M, 3, 8)
-    bottom = torch.cat([eye_xy[3:], k["step_jac"]], -1).expand(*lead, 3, 8)
-    jac = torch.cat([top, bottom], -2)  # (M, 6, 8)
-    return x_next, jac[..., :6], jac[..., 6:]
+    x_next, rows = lagged_pose_jacobians(x.reshape(-1, 6).T, u.reshape(-1, 2).T, p, dt)
+    k = _lagged_constants(p, dt, x.dtype, x.device)
+    m = rows.shape[-1]
+    jac = x.new_zeros((m, 6, 8))
+    jac[:, 0, 0] = jac[:, 1, 1] = 1.0  # x and y feed only themselves
+    jac[:, :3, 2:] = rows.permute(2, 1, 0)
+    jac[:, 3:, 2:] = k["step_jac"]
+    jac = jac.view(*lead, 6, 8)
+    return x_next.T.reshape(*lead, 6), jac[..., :6], jac[..., 6:]
 
 
 @dataclass(frozen=True)
 class Model:
     """A continuous-time model: its state size, derivative, hand-written Jacobians, and
-    optionally a faster equivalent of :func:`rk4_jacobians` for it."""
+    optionally faster equivalents of :func:`rk4_jacobians` for it.
+
+    Both models share the structure the MPC's condensing relies on: the state is
+    ``(x, y, yaw, rest...)``; x and y feed only themselves, yaw's own derivative is one, and the
+    rest (speed, lags) evolves linearly with constant coefficients (:meth:`linear_part`).
+    """
 
     name: str
     nx: int
     f: Dynamics
     jac: Jacobian
     rk4_jac: StepJacobian | None = None
+    pose_jac: PoseJacobian | None = None
 
     def step_jacobians(
         self, x: Tensor, u: Tensor, p: VehicleParams, dt: float
@@ -260,7 +278,47 @@ class Model:
             return self.rk4_jac(x, u, p, dt)
         return rk4_jacobians(self, x, u, p, dt)
 
+    def pose_jacobians(
+        self, x: Tensor, u: Tensor, p: VehicleParams, dt: float
+    ) -> tuple[Tensor, Tensor]:
+        """One RK4 step feature-first, ``x (nx, M)``, ``u (2, M)``: ``x' (nx, M)`` and the
+        derivatives ``(nx, 3, M)`` of ``(x', y', yaw')`` by ``(yaw, rest..., inputs)``."""
+        if self.pose_jac is not None:
+            return self.pose_jac(x, u, p, dt)
+        x_next, a, b = self.step_jacobians(x.T, u.T, p, dt)
+        rows = torch.cat([a[:, : YAW + 1, YAW:], b[:, : YAW + 1]], -1)  # (M, 3, nx)
+        return x_next.T, rows.permute(2, 1, 0).contiguous()
+
+    def linear_part(self, p: VehicleParams, dt: float) -> tuple[Tensor, Tensor]:
+        """The constant rows of one RK4 step, float64: ``d rest' / d rest (nx-3, nx-3)`` and
+        ``d rest' / d u (nx-3, 2)``.
+
+        :raises ValueError: if the model lacks the structure (checked at a few states)
+        """
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(4, self.nx, generator=gen, dtype=torch.float64)
+        x[:, V] += 5.0
+        u = 0.2 * torch.randn(4, 2, generator=gen, dtype=torch.float64)
+        x[0], u[0] = 0.0, 0.0
+        _, a, b = self.step_jacobians(x, u, p, dt)
+        r = YAW + 1
+        ok = (
+            torch.equal(a[:, r:, :r], torch.zeros_like(a[:, r:, :r]))
+            and torch.allclose(a[:, :r, :2], torch.eye(r, 2, dtype=a.dtype).expand(4, r, 2))
+            and torch.allclose(a[:, YAW, YAW], torch.ones_like(a[:, YAW, YAW]))
+            and torch.allclose(a[:, r:, r:], a[:1, r:, r:].expand_as(a[:, r:, r:]))
+            and torch.allclose(b[:, r:], b[:1, r:].expand_as(b[:, r:]))
+        )
+        if not ok:
+            raise ValueError(
+                f"model {self.name!r}: the MPC needs x, y feeding only themselves and the "
+                "states after yaw linear with constant coefficients"
+            )
+        return a[0, r:, r:], b[0, r:]
+
 
 KINEMATIC = Model("kinematic", 4, kinematic_bicycle, kinematic_bicycle_jac)
-LAGGED = Model("lagged", 6, lagged_bicycle, lagged_bicycle_jac, lagged_rk4_jacobians)
+LAGGED = Model(
+    "lagged", 6, lagged_bicycle, lagged_bicycle_jac, lagged_rk4_jacobians, lagged_pose_jacobians
+)
 MODELS = {m.name: m for m in (KINEMATIC, LAGGED)}

@@ -16,28 +16,43 @@ normal, heading error, speed error. The feed-forward inputs come from the refere
 profile's slope and ``atan(wheelbase · curvature)``.
 
 Every iteration linearises the RK4 model at all steps at once (no sequential rollout), condenses
-the states away (a short loop over N of batched mat-muls) and solves the input QP with
-:func:`control.qp.solve_qp`. All tensors carry the batch first and stay on ``device``.
+the states away and solves the input QP with :func:`control.qp.solve_qp`. The condensing uses
+the models' structure: only x, y and yaw have per-vehicle sensitivities; speed and the actuator
+lags respond to the inputs alike for every vehicle (constants, built once). Inside a step the
+tensors are feature-first, ``(state, step, vehicle)``, so every op runs over contiguous rows of
+vehicles; the interface is batch-first. Everything stays on ``device``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from control.models import MODELS, YAW, Model, V, X, Y, rk4
-from control.qp import ADMMSettings, matvec, solve_qp
+from control.qp import ADMMSettings, QPResult, solve_qp
 from sim.messages import VehicleParams
 
 NU = 2  # inputs: accel (m/s²) and steer (rad), or their commands for the lagged model
 REF_X, REF_Y, REF_YAW, REF_V, REF_CURV = range(5)  # reference channels, (B, N+1, 5)
 SERIAL_BATCH_CPU = 256  # smaller batches on the CPU are solved on one thread
 LINE_SEARCH_STEPS = (1.0, 0.5, 0.25)  # step lengths tried after the first iteration
+
+
+class _Warm(NamedTuple):
+    """The previous solution, the start of the next solve."""
+
+    xs: Tensor  # (B, N+1, nx) predicted states
+    zb: Tensor  # (B, nb, 2) block inputs
+    ys: Tensor  # (B, 2n - 2) the QP's duals
+    ok: Tensor  # (B,) usable (the solve converged)
 
 
 class Status(IntEnum):
@@ -145,6 +160,12 @@ class MPCSettings:
         return torch.float64 if self.dtype == "float64" else torch.float32
 
 
+def _finite_rows(t: Tensor) -> Tensor:
+    """Whether each row of ``t (B, k)`` is all finite (``inf · 0`` and ``nan · 0`` are nan;
+    ten times faster than ``isfinite().all()`` on the CPU)."""
+    return (t * 0.0).sum(-1) == 0.0
+
+
 def feedforward(ref: Tensor, cfg: MPCSettings) -> Tensor:
     """Inputs ``(B, N, 2)`` that hold the reference: its acceleration and Ackermann steer."""
     accel = (ref[:, 1:, REF_V] - ref[:, :-1, REF_V]) / cfg.dt_s
@@ -157,6 +178,13 @@ def tracking_errors(xs: Tensor, ref: Tensor) -> Tensor:
     c, s = torch.cos(ref[..., REF_YAW]), torch.sin(ref[..., REF_YAW])
     lat = -s * (xs[..., X] - ref[..., REF_X]) + c * (xs[..., Y] - ref[..., REF_Y])
     return torch.stack([lat, xs[..., YAW] - ref[..., REF_YAW], xs[..., V] - ref[..., REF_V]], -1)
+
+
+def tracking_errors_t(xs: Tensor, ref: Tensor) -> Tensor:
+    """:func:`tracking_errors` feature-first: states ``(nx, ...)``, reference ``(5, ...)``."""
+    c, s = torch.cos(ref[REF_YAW]), torch.sin(ref[REF_YAW])
+    lat = c * (xs[Y] - ref[REF_Y]) - s * (xs[X] - ref[REF_X])
+    return torch.stack([lat, xs[YAW] - ref[REF_YAW], xs[V] - ref[REF_V]])
 
 
 def trajectory_cost(
@@ -186,6 +214,35 @@ def rollout(model: Model, x0: Tensor, us: Tensor, cfg: MPCSettings) -> Tensor:
     return torch.stack(xs, 1)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+MMAP_THRESHOLD = 64 << 20  # blocks up to this size come from the heap, not fresh mappings
+TRIM_THRESHOLD = 256 << 20  # free memory the heap keeps for reuse before giving some back
+
+
+@functools.cache
+def retain_freed_memory() -> bool:
+    """Ask glibc's malloc (once per process) to keep freed memory for reuse.
+
+    A large batch allocates and frees tens of megabytes of temporaries per solve. By default
+    glibc maps blocks over 128 KiB afresh and unmaps them when they are freed, so every solve
+    touches new pages, and the page faults cost about as much CPU time as the solve's own
+    arithmetic (measured at 1024 vehicles: about 4 000 faults and half the time of a solve,
+    docs/control.md). Raising the mmap and trim thresholds keeps freed memory in the heap: what
+    PyTorch's CPU tuning guide gets by preloading jemalloc or tcmalloc, without an extra
+    library. The cost: the process keeps up to ``TRIM_THRESHOLD`` of free memory. It changes
+    the whole process's allocator, so it is done only for an MPC on the CPU; no effect (and
+    ``False``) where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+
+
 class MPC:
     """The batched solver. It holds only the warm start: the shifted previous solution.
 
@@ -200,6 +257,8 @@ class MPC:
         self.device = torch.device(device if device is not None else "cpu")
         self.dtype = cfg.torch_dtype
         self.model = MODELS[cfg.model]
+        if self.device.type == "cpu":
+            retain_freed_memory()
         kw: dict[str, Any] = dict(dtype=self.dtype, device=self.device)
         n_h, nb = cfg.horizon, len(cfg.input_blocks)
         self.n_blocks, self.n = nb, nb * NU
@@ -235,11 +294,74 @@ class MPC:
         tau_b = torch.full((nb, 1), cfg.dt_s, **kw)
         tau_b[0] = cfg.control_period_s  # a block's input changes at one step boundary
         self._rate_bound = self._rate_max * tau_b  # (nb, 2)
+        self._init_condensing()
+        self._init_shift()
         self.reset()
+
+    def _init_shift(self) -> None:
+        """The warm start's shift by one control period, as constant maps along the time axis:
+        states interpolated between prediction steps, step inputs likewise (the last held),
+        then averaged back over each block."""
+        cfg, n_h = self.cfg, self.cfg.horizon
+        steps = cfg.control_period_s / cfg.dt_s
+        whole, frac = math.floor(steps), steps - math.floor(steps)
+
+        def interpolation(size: int) -> Tensor:
+            m = torch.zeros(size, size, dtype=torch.float64)
+            for i in range(size):
+                m[i, min(i + whole, size - 1)] += 1.0 - frac
+                m[i, min(i + whole + 1, size - 1)] += frac
+            return m
+
+        block_map = self._block_map.double().cpu()  # (N, nb)
+        average = block_map.T / block_map.sum(0, keepdim=True).T  # (nb, N)
+        blocks = average @ interpolation(n_h) @ block_map  # (nb, nb)
+        kw: dict[str, Any] = dict(dtype=self.dtype, device=self.device)
+        self._shift_states = interpolation(n_h + 1).to(**kw)
+        self._shift_blocks_t = torch.kron(blocks, torch.eye(NU, dtype=torch.float64)).T.to(**kw)
+
+    def _init_condensing(self) -> None:
+        """Constants of the condensing: the model's linear states (speed, lags) respond to the
+        inputs the same way for every vehicle and at every step (:meth:`Model.linear_part`)."""
+        cfg, n_h, n = self.cfg, self.cfg.horizon, self.n
+        lin, lin_u = self.model.linear_part(cfg.vehicle, cfg.dt_s)  # float64
+        nl = lin.shape[0]
+        self._nl = nl
+        # c_lin[k] = d rest_{k+1} / d z (nl, n): c_lin[k] = L c_lin[k-1] + B_l E_k
+        c_lin = torch.zeros(n_h, nl, n, dtype=torch.float64)
+        prev = torch.zeros(nl, n, dtype=torch.float64)
+        for k, j in enumerate(self._kb_list):
+            prev = lin @ prev
+            prev[:, NU * j : NU * j + NU] += lin_u
+            c_lin[k] = prev
+        # defects of the linear states propagate through L: aff[:, k] = Σ_{i<=k} L^(k-i) d[:, i]
+        powers = [torch.eye(nl, dtype=torch.float64)]
+        for _ in range(n_h - 1):
+            powers.append(lin @ powers[-1])
+        prop = torch.zeros(nl, n_h, nl, n_h, dtype=torch.float64)
+        for k in range(n_h):
+            for i in range(k + 1):
+                prop[:, k, :, i] = powers[k - i]
+        # the speed residual rows: the same for every vehicle, so their share of GᵀG is constant
+        g_speed = self._sqrt_w[:, 2:3].double().cpu() * c_lin[:, V - YAW - 1]  # (N, n)
+        kw: dict[str, Any] = dict(dtype=self.dtype, device=self.device)
+        self._c_lin = c_lin.permute(1, 0, 2).reshape(nl * n_h, n).to(**kw)  # (nl·N, n)
+        c_prev = torch.cat([torch.zeros(1, nl, n, dtype=torch.float64), c_lin[:-1]])
+        self._c_prev = c_prev.to(**kw)  # (N, nl, n): c_lin[k-1]
+        self._prop = prop.reshape(nl * n_h, nl * n_h).to(**kw)
+        self._g_speed_t = g_speed.T.contiguous().to(**kw)  # (n, N)
+        self._h_speed = (g_speed.T @ g_speed).to(**kw)
+        # (step, input column) pairs: step k's inputs are its block's columns
+        self._b_steps = torch.arange(n_h, device=self.device).repeat_interleave(NU)
+        self._b_cols = (NU * self._kb.unsqueeze(1) + torch.arange(NU, device=self.device)).ravel()
+        self._tri = torch.ones(n_h, n_h, **kw).tril()  # running sums over the steps
+        self._sw_lat = self._sqrt_w[:, 0:1].unsqueeze(-1)  # (N, 1, 1)
+        self._sw_head = self._sqrt_w[:, 1:2].unsqueeze(-1)
+        self._sw_speed = self._sqrt_w[:, 2:3]  # (N, 1)
 
     def reset(self) -> None:
         """Forget the warm start (a new episode, or after a failure)."""
-        self._warm: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # X, blocks, duals, usable
+        self._warm: _Warm | None = None
 
     def move_frame(self, pose: Tensor) -> None:
         """Re-express the warm start in a new frame whose pose in the old one is ``(B, 3)``.
@@ -248,7 +370,7 @@ class MPC:
         """
         if self._warm is None:
             return
-        xs, zb, ys, ok = self._warm
+        xs = self._warm.xs
         pose = pose.to(self.device, self.dtype)
         if pose.shape != (xs.shape[0], 3):
             return  # a different batch: the warm start will not be used
@@ -257,7 +379,7 @@ class MPC:
         xs = xs.clone()
         xs[..., X], xs[..., Y] = c * dx + s * dy, -s * dx + c * dy
         xs[..., YAW] = xs[..., YAW] - pose[:, 2:3]
-        self._warm = (xs, zb, ys, ok)
+        self._warm = self._warm._replace(xs=xs)
 
     def solve(
         self, x0: Tensor, ref: Tensor, u_prev: Tensor
@@ -297,8 +419,8 @@ class MPC:
                 f"{tuple(x0.shape)}, {tuple(ref.shape)}, {tuple(u_prev.shape)}"
             )
         # rows that cannot be solved get a harmless stand-in problem and a status
-        bad_state = ~(torch.isfinite(x0).all(-1) & torch.isfinite(u_prev).all(-1))
-        bad_ref = ~torch.isfinite(ref).all(-1).all(-1) & ~bad_state
+        bad_state = ~(_finite_rows(x0) & _finite_rows(u_prev))
+        bad_ref = ~_finite_rows(ref.reshape(bsz, -1)) & ~bad_state
         bad = bad_state | bad_ref
         if bool(bad.any()):
             x0 = torch.where(bad[:, None], torch.zeros_like(x0), x0)
@@ -334,29 +456,31 @@ class MPC:
             sqp_iters += 1
             full = len(rows) == bsz
             sub = problem if full else tuple(t[rows] for t in problem)
-            xs_r, zb_r, ys_r = (xs, zb, ys) if full else (xs[rows], zb[rows], ys[rows])
-            xs_n, zb_n, ys_n, ok, iters = self._sqp_step(xs_r, zb_r, ys_r, *sub)
+            warm = (xs, zb, ys) if full else (xs[rows], zb[rows], ys[rows])
+            xs_n, zb_n, res = self._sqp_step(*warm, *sub)
+            zb_r = warm[1]
             step = ((zb_n - zb_r).abs() * self._step_scale).amax((1, 2))  # (b,) full step
             if it > 0:  # not settled by one full step: globalise with a line search
                 xs_n, zb_n = self._line_search(zb_r, zb_n, sub[0], sub[1], sub[3])
             if full:
-                xs, zb, ys, qp_ok = xs_n, zb_n, ys_n, ok
+                xs, zb, ys, qp_ok = xs_n, zb_n, res.y, res.converged
             else:
-                xs[rows], zb[rows], ys[rows], qp_ok[rows] = xs_n, zb_n, ys_n, ok
-            qp_iters = max(qp_iters, iters)
+                xs[rows], zb[rows], ys[rows] = xs_n, zb_n, res.y
+                qp_ok[rows] = res.converged
+            qp_iters = max(qp_iters, res.iters)
             done = torch.ones_like(step, dtype=torch.bool) if rti else step <= cfg.sqp_tol
             converged[rows[done]] = True
             rows = rows[~done]
             if len(rows) == 0:
                 break
         zb = self._project(zb, u_prev)
-        us = zb[:, self._kb]  # (B, N, 2)
+        us = self._steps(zb)  # (B, N, 2)
         converged = converged & qp_ok & ~bad
         status = torch.full((bsz,), int(Status.OK), dtype=torch.long, device=self.device)
         status[~converged] = int(Status.NOT_CONVERGED)
         status[bad_ref] = int(Status.REFERENCE_NOT_FINITE)
         status[bad_state] = int(Status.STATE_NOT_FINITE)
-        self._warm = (xs, zb, ys, converged)
+        self._warm = _Warm(xs, zb, ys, converged)
         info: dict[str, Any] = dict(
             status=status,
             converged=converged,
@@ -368,18 +492,19 @@ class MPC:
     def _initial_guess(
         self, x0: Tensor, uff: Tensor, u_prev: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """The warm start moved one control period on where usable, else the feed-forward."""
+        """The warm start (states, block inputs, QP duals) moved one control period on where
+        usable, else the feed-forward with zero duals."""
         bsz = x0.shape[0]
-        warm = self._warm if self._warm is not None and self._warm[0].shape[0] == bsz else None
-        use = None if warm is None else warm[3]
-        if warm is not None and bool(warm[3].all()):
-            xs, zb, ys = self._shift(warm[0], warm[1], warm[2])
+        warm = self._warm if self._warm is not None and self._warm.xs.shape[0] == bsz else None
+        if warm is not None and bool(warm.ok.all()):
+            xs, zb, ys = self._shift(warm.xs, warm.zb, warm.ys)
         else:
             zb = self._project(self._to_blocks(uff), u_prev)
-            xs = rollout(self.model, x0, zb[:, self._kb], self.cfg)
+            xs = rollout(self.model, x0, self._steps(zb), self.cfg)
             ys = x0.new_zeros((bsz, 2 * self.n - NU))
-            if warm is not None and use is not None and bool(use.any()):
-                w_xs, w_zb, w_ys = self._shift(warm[0], warm[1], warm[2])
+            if warm is not None and bool(warm.ok.any()):
+                use = warm.ok
+                w_xs, w_zb, w_ys = self._shift(warm.xs, warm.zb, warm.ys)
                 xs = torch.where(use[:, None, None], w_xs, xs)
                 zb = torch.where(use[:, None, None], w_zb, zb)
                 ys = torch.where(use[:, None], w_ys, ys)
@@ -401,40 +526,58 @@ class MPC:
         """
         k, b = len(LINE_SEARCH_STEPS), z_old.shape[0]
         cand = torch.cat([torch.lerp(z_old, z_new, a) for a in LINE_SEARCH_STEPS])  # (k·b, ...)
-        us = cand[:, self._kb]
+        us = self._steps(cand)
         xs = rollout(self.model, x0.repeat(k, 1), us, self.cfg)
         cost = trajectory_cost(xs, us, ref.repeat(k, 1, 1), u_prev.repeat(k, 1), self.cfg)
         pick = cost.view(k, b).argmin(0) * b + torch.arange(b, device=self.device)  # (b,)
         return xs[pick], cand[pick]
+
+    def _steps(self, zb: Tensor) -> Tensor:
+        """Block inputs ``(B, nb, 2)`` -> step inputs ``(B, N, 2)``."""
+        return zb.index_select(1, self._kb)
 
     def _to_blocks(self, us: Tensor) -> Tensor:
         """Step inputs ``(B, N, 2)`` -> block inputs ``(B, nb, 2)`` (the mean over each block)."""
         return torch.einsum("bkn,kj->bjn", us, self._block_map) / self._block_len
 
     def _shift(self, xs: Tensor, zb: Tensor, ys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Move a solution one control period forward in time (holding its end)."""
-        n_h = self.cfg.horizon
-        steps = self.cfg.control_period_s / self.cfg.dt_s
-        whole, frac = math.floor(steps), steps - math.floor(steps)
-        k = torch.arange(n_h + 1, device=self.device) + whole
-        xs = torch.lerp(xs[:, k.clamp(max=n_h)], xs[:, (k + 1).clamp(max=n_h)], frac)
-        us = zb[:, self._kb]
-        us = torch.lerp(us[:, k[:-1].clamp(max=n_h - 1)], us[:, k[1:].clamp(max=n_h - 1)], frac)
-        return xs, self._to_blocks(us), ys
+        """Move a solution one control period forward in time (holding its end).
+
+        Along the time axis each part is a constant linear map (``_init_shift``): states
+        interpolated between prediction steps (feature-first, where our own solutions already
+        are), block inputs and the QP's duals of their bounds through the step inputs.
+        """
+        xt = xs.permute(2, 1, 0).contiguous()  # (nx, N+1, B)
+        xs = torch.matmul(self._shift_states, xt).permute(2, 1, 0)
+        zb = (zb.reshape(zb.shape[0], self.n) @ self._shift_blocks_t).view(zb.shape)
+        n = self.n
+        ys = ys.clone()
+        ys[:, :n] = ys[:, :n] @ self._shift_blocks_t  # box rows, one per block input
+        # rate rows: block j's change from block j - 1 (j >= 1), shifted as block j's input
+        rates = torch.nn.functional.pad(ys[:, n:], (NU, 0)) @ self._shift_blocks_t
+        ys[:, n:] = rates[:, NU:]
+        return xs, zb, ys
 
     def _project(self, zb: Tensor, u_prev: Tensor) -> Tensor:
-        """The nearest block inputs, in order, that keep every bound (bounds win over rates)."""
-        boxed = zb.clamp(self._box_lo, self._box_hi)
-        rate = torch.diff(boxed, dim=1, prepend=u_prev.unsqueeze(1)).abs()  # (B, nb, 2)
-        if bool((rate <= self._rate_bound).all()):
-            return boxed
-        out, prev = [], u_prev
-        for j in range(zb.shape[1]):
-            lo = (prev - self._rate_bound[j]).clamp(self._box_lo, self._box_hi)
-            hi = (prev + self._rate_bound[j]).clamp(self._box_lo, self._box_hi)
-            prev = zb[:, j].clamp(lo, hi)
-            out.append(prev)
-        return torch.stack(out, 1)
+        """The nearest block inputs, in order, that keep every bound (bounds win over rates).
+
+        Block j is clamped into the box and the rate interval around block j-1's projected
+        value: a forward recursion, run here as a fixed-point iteration over all blocks at once
+        (after i sweeps the first i blocks are final, so it ends within ``nb`` sweeps with the
+        recursion's answer; the QP's rounding-level violations take two).
+        """
+        lo_box, hi_box = self._box_lo, self._box_hi
+        out = zb.clamp(lo_box, hi_box)
+        first = u_prev.unsqueeze(1)
+        for _ in range(zb.shape[1]):
+            prev = torch.cat([first, out[:, :-1]], 1)  # (B, nb, 2)
+            lo = (prev - self._rate_bound).clamp(lo_box, hi_box)
+            hi = (prev + self._rate_bound).clamp(lo_box, hi_box)
+            new = torch.clamp(zb, lo, hi)
+            if torch.equal(new, out):
+                break
+            out = new
+        return out
 
     def _sqp_step(
         self,
@@ -449,45 +592,84 @@ class MPC:
         hi: Tensor,
         rlo: Tensor,
         rhi: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-        """One Gauss-Newton step: linearise, condense, solve the QP, full step."""
-        cfg, bsz, n_h, nx, n = self.cfg, x0.shape[0], self.cfg.horizon, self.model.nx, self.n
-        us = zb[:, self._kb]  # (b, N, 2)
-        # linearise at every step at once, in step-major order: (N·b, ...)
-        fx, a, b = self.model.step_jacobians(
-            xs[:, :-1].transpose(0, 1).reshape(-1, nx),
-            us.transpose(0, 1).reshape(-1, NU),
-            cfg.vehicle,
-            cfg.dt_s,
+    ) -> tuple[Tensor, Tensor, QPResult]:
+        """One Gauss-Newton step: linearise, condense, solve the QP, full step.
+
+        Feature-first inside (``(state, step, vehicle)``): every op runs over contiguous rows
+        of vehicles. Only x, y and yaw need per-vehicle sensitivities; the linear states' are
+        constants (``_init_condensing``).
+        """
+        cfg, bsz, nx, n, nl = self.cfg, x0.shape[0], self.model.nx, self.n, self._nl
+        n_h = cfg.horizon
+        r = YAW + 1  # the pose rows x, y, yaw
+        xt = xs.permute(2, 1, 0).contiguous()  # (nx, N+1, b)
+        ut = self._steps(zb).permute(2, 1, 0).contiguous()  # (2, N, b)
+        ref_t = ref[:, 1:].permute(2, 1, 0).contiguous()  # (5, N, b)
+        # linearise at every step at once
+        fx, jr = self.model.pose_jacobians(
+            xt[:, :-1].reshape(nx, n_h * bsz), ut.reshape(NU, n_h * bsz), cfg.vehicle, cfg.dt_s
         )
-        a, b = a.reshape(n_h, bsz, nx, nx), b.reshape(n_h, bsz, nx, NU)
-        defect = fx.view(n_h, bsz, nx) - xs[:, 1:].transpose(0, 1)  # (N, b, nx)
-        # condense: gam[k] = [d x_{k+1} / d z | affine part] (b, nx, n + 1), with x_0 fixed:
-        # gam[k] = A_k gam[k-1] + [B_k in the columns of step k's block | defect_k]
-        gam = xs.new_empty((n_h, bsz, nx, n + 1))
-        gam[0].zero_()
-        for k in range(n_h):
-            if k:
-                torch.bmm(a[k], gam[k - 1], out=gam[k])
-            j = NU * self._kb_list[k]
-            gam[k, :, :, j : j + NU] += b[k]
-            gam[k, :, :, n] += defect[k]
-        # residuals √W (e0 + g_aff + G (z - z_now)) of the errors (lateral, heading, speed),
-        # which are linear in the state: rows of gam combine. (b, N, 3, n + 1)
-        c = torch.cos(ref[:, 1:, REF_YAW]).T.unsqueeze(-1)  # (N, b, 1)
-        s = torch.sin(ref[:, 1:, REF_YAW]).T.unsqueeze(-1)
-        rows = (c * gam[:, :, Y] - s * gam[:, :, X], gam[:, :, YAW], gam[:, :, V])
-        g_out = torch.stack([r.transpose(0, 1) for r in rows], 2) * self._sqrt_w[..., None]
-        g_out[..., n] += tracking_errors(xs[:, 1:], ref[:, 1:]) * self._sqrt_w
-        g_full = g_out.view(bsz, 3 * n_h, n + 1)
-        hg = g_full.mT @ g_full  # (b, n + 1, n + 1): [[GᵀG, Gᵀr], ...]
+        jr = jr.view(nx, r, n_h, bsz)  # d(x, y, yaw)' / d(yaw, rest, u)
+        defect = fx.view(nx, n_h, bsz) - xt[:, 1:]  # (nx, N, b)
+        q_rest, b_pose, a_yaw = jr[1 : 1 + nl], jr[1 + nl :], jr[0, :YAW]
+        # the linear states: d rest_{k+1} = c_lin[k] dz + aff[:, k]
+        aff = (self._prop @ defect[r:].reshape(nl * n_h, bsz)).view(nl, n_h, bsz)
+        aff_prev = torch.nn.functional.pad(aff[:, :-1], (0, 0, 1, 0))  # at step k: aff[:, k-1]
+        # the pose rows gam[i, k] = d pose_i,{k+1} / d(z, 1): (3, N, b, n + 1); each step adds
+        # Q_k d rest_k + B_k (its block's columns) + defect_k, and x, y also a_yaw,k d yaw_k
+        gam = xs.new_empty((r, n_h, bsz, n + 1))
+        for i in range(r):
+            torch.bmm(q_rest[:, i].permute(1, 2, 0), self._c_prev, out=gam[i, :, :, :n])
+        gam[..., n] = (q_rest * aff_prev.unsqueeze(1)).sum(0) + defect[:r]
+        # B_k into the columns of step k's block: (step, column) pairs, one indexed add
+        gam[:, self._b_steps, :, self._b_cols] += b_pose.permute(2, 0, 1, 3).reshape(-1, r, bsz)
+        steps, xy, yaw = gam.unbind(1), gam[:YAW].unbind(1), gam[YAW].unbind(0)
+        a_k = a_yaw.unsqueeze(-1).unbind(1)  # (2, b, 1) per step
+        for k in range(1, n_h):  # running sums (torch's cumsum over a leading dim is slower)
+            steps[k].add_(steps[k - 1])
+            xy[k].addcmul_(a_k[k], yaw[k - 1])
+        # residual rows √W (e + G dz) of the lateral and heading errors, linear in the pose,
+        # written batch-first (b, 2N, n + 1) for GᵀG
+        yaw_ref = ref_t[REF_YAW].unsqueeze(-1)  # (N, b, 1)
+        sw_lat, sw_head = self._sw_lat.view(n_h, 1, 1), self._sw_head.view(n_h, 1, 1)
+        c, s = torch.cos(yaw_ref) * sw_lat, torch.sin(yaw_ref) * sw_lat
+        err = tracking_errors_t(xt[:, 1:], ref_t)  # (3, N, b)
+        g_bf = xs.new_empty((bsz, 2 * n_h, n + 1))
+        lat, head = g_bf[:, :n_h].transpose(0, 1), g_bf[:, n_h:].transpose(0, 1)  # (N, b, n + 1)
+        torch.mul(gam[Y], c, out=lat)
+        lat.addcmul_(gam[X], s, value=-1.0)
+        lat[..., n].addcmul_(err[0], sw_lat[..., 0])
+        torch.mul(gam[YAW], sw_head, out=head)
+        head[..., n].addcmul_(err[1], sw_head[..., 0])
+        hg = g_bf.mT @ g_bf  # (b, n + 1, n + 1): [[GᵀG, Gᵀr], ...]
+        # the speed rows: constant G, per-vehicle residuals
+        r_speed = self._sw_speed * (aff[V - r] + err[2])  # (N, b)
         z_flat = zb.reshape(bsz, n)
+        # Gᵀr - GᵀG z in one product: [-z, 1] with the symmetric [[GᵀG, Gᵀr], [rᵀG, rᵀr]]
+        z_one = torch.cat([-z_flat, torch.ones_like(z_flat[:, :1])], 1).unsqueeze(1)
         q_steps = -self._w_inputs * uff.reshape(bsz, -1)
         q_steps[:, :NU] -= self._w_rate0 * u_prev
-        q = hg[:, :n, n] - matvec(hg[:, :n, :n], z_flat) + q_steps @ self._expand
-        h = hg[:, :n, :n] + self._h_inputs
-        z, ys, ok, iters = solve_qp(h, q, lo, hi, rlo, rhi, NU, ys, cfg.admm)
-        dz1 = torch.cat([z - z_flat, torch.ones_like(z[:, :1])], -1)  # (b, n + 1)
-        dx = (gam * dz1[:, None, :]).sum(-1)  # (N, b, nx)
-        xs = torch.cat([x0.unsqueeze(1), xs[:, 1:] + dx.transpose(0, 1)], 1)
-        return xs, z.view(bsz, self.n_blocks, NU), ys, ok, iters
+        q = torch.bmm(z_one, hg)[:, 0, :n] + (self._g_speed_t @ r_speed).T
+        q += q_steps @ self._expand - z_flat @ self._h_speed
+        h = hg[:, :n, :n] + (self._h_speed + self._h_inputs)
+        res = solve_qp(h, q, lo, hi, rlo, rhi, NU, cfg.admm, y0=ys, z0=z_flat)
+        # the states move along the linearisation: the same recursion on the step taken
+        dz = (res.z - z_flat).T  # (n, b)
+        d_rest = (self._c_lin @ dz).view(nl, n_h, bsz) + aff
+        d_rest_prev = torch.nn.functional.pad(d_rest[:, :-1], (0, 0, 1, 0))
+        dz_steps = dz.view(self.n_blocks, NU, bsz).index_select(0, self._kb).transpose(0, 1)
+        d_pose = (
+            (q_rest * d_rest_prev.unsqueeze(1)).sum(0)
+            + (b_pose * dz_steps.unsqueeze(1)).sum(0)
+            + defect[:r]
+        )  # (3, N, b)
+        d_yaw = self._tri @ d_pose[YAW]  # (N, b)
+        d_pose[:YAW, 1:].addcmul_(a_yaw[:, 1:], d_yaw[None, :-1])
+        d_xy = torch.matmul(self._tri, d_pose[:YAW])  # (2, N, b)
+        xt_new = torch.empty_like(xt)
+        xt_new[:, 0] = x0.T
+        torch.add(xt[:YAW, 1:], d_xy, out=xt_new[:YAW, 1:])
+        torch.add(xt[YAW, 1:], d_yaw, out=xt_new[YAW, 1:])
+        torch.add(xt[r:, 1:], d_rest, out=xt_new[r:, 1:])
+        xs_new = xt_new.permute(2, 1, 0)  # (b, N+1, nx), a view of the feature-first layout
+        return xs_new, res.z.view(bsz, self.n_blocks, NU), res

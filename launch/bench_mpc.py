@@ -43,6 +43,9 @@ SPEED_MPS = 10.0
 BAR_ONE_VEHICLE_MS = 10.0  # median per solve, one vehicle on the CPU
 BAR_BATCH = 1024  # ... and at this fleet size on the CPU, this many times OSQP's rate:
 BAR_RATIO = 20.0
+# timed steps of each fleet's closed loop (after 5 untimed): steps 5-24, 1.25 s of driving from
+# the seeded offsets; the references are timed over `--solves` steps of theirs
+FLEET_SOLVES = 20
 MODES = {"rti": "ours, RTI", "sqp": "ours, SQP"}  # our modes and their row labels
 PAIRS = (("rti", "OSQP"), ("sqp", "IPOPT"))  # like with like: one QP; the NLP solved
 
@@ -108,6 +111,14 @@ def _advance(fleet: _Fleet, u: FloatArray, cfg: MPCSettings) -> None:
     nxt = rk4(LAGGED, x, torch.from_numpy(u), cfg.vehicle, cfg.control_period_s)
     nxt[:, 3] = nxt[:, 3].clamp_min(0.0)
     fleet.prev, fleet.x, fleet.u_prev = fleet.x, nxt.numpy(), u
+
+
+def _load_average() -> str:
+    """The 1-minute load average at the start (other processes share the cores), or 'n/a'."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "n/a"
 
 
 def _sync(device: torch.device) -> None:
@@ -242,7 +253,7 @@ def bench_mpc(batches: str | Sequence[int], solves: int, seed: int) -> str:
         "bench mpc: closed loop on y = 5 sin(2πx/100) at 10 m/s, lagged bicycle, "
         f"horizon {cfg.horizon} × {cfg.dt_s} s, {len(cfg.input_blocks)} input blocks, "
         f"{cfg.dtype}; torch {torch.__version__}, {threads} CPU thread(s) for fleets, "
-        f"{os.cpu_count()} cores, seed {seed}",
+        f"{os.cpu_count()} cores, seed {seed}, load average {_load_average()}",
         "like with like: 'ours, RTI' solves one Gauss-Newton QP per control step (real-time "
         "iteration), as OSQP does; 'ours, SQP' iterates to convergence (up to "
         f"{cfg.max_sqp_iters} QPs, line search), as IPOPT does",
@@ -269,7 +280,7 @@ def bench_mpc(batches: str | Sequence[int], solves: int, seed: int) -> str:
     for device in devices:
         for mode, label in MODES.items():
             fleet[f"{label} (torch, {device.type})"] = {
-                b: _time_ours(b, device, max(8, min(20, 4096 // b)), 5, seed, mode) for b in sizes
+                b: _time_ours(b, device, FLEET_SOLVES, 5, seed, mode) for b in sizes
             }
     for name, t in refs.items():
         fleet[f"{name} (cpu)"] = dict.fromkeys(sizes, t)  # one by one: any fleet size

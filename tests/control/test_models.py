@@ -105,3 +105,35 @@ def test_lag_reaches_63_percent_after_one_time_constant() -> None:
         x = rk4(LAGGED, x, u, P, dt)
     assert x[0, 4].item() == pytest.approx(1.0 - math.exp(-1.0), abs=1e-6)
     assert x[0, 5].item() == pytest.approx(0.1 * (1.0 - math.exp(-2.0)), abs=1e-7)
+
+
+@pytest.mark.parametrize("model", [KINEMATIC, LAGGED], ids=lambda m: m.name)
+def test_pose_jacobians_are_rows_of_the_step_jacobians(model: Model) -> None:
+    x, u = _random_inputs(model, 64, seed=4)
+    x_next, rows = model.pose_jacobians(x.T.contiguous(), u.T.contiguous(), P, 0.1)
+    generic = rk4_jacobians(model, x, u, P, 0.1)
+    torch.testing.assert_close(x_next.T, generic[0], rtol=1e-10, atol=1e-12)
+    expected = torch.cat([generic[1][:, :3, 2:], generic[2][:, :3]], -1)  # (M, 3, nx)
+    torch.testing.assert_close(rows.permute(2, 1, 0), expected, rtol=1e-10, atol=1e-12)
+    # and the structure the MPC relies on: the rest of the Jacobian is the constant part
+    lin, lin_u = model.linear_part(P, 0.1)
+    torch.testing.assert_close(generic[1][:, 3:, 3:], lin.expand(64, *lin.shape))
+    torch.testing.assert_close(generic[2][:, 3:], lin_u.expand(64, *lin_u.shape))
+    assert bool((generic[1][:, 3:, :3] == 0).all())
+
+
+def test_a_model_without_the_structure_is_refused() -> None:
+    def dragged(x: torch.Tensor, u: torch.Tensor, p: VehicleParams) -> torch.Tensor:
+        f = KINEMATIC.f(x, u, p)
+        return torch.cat([f[..., :3], f[..., 3:] - 0.01 * x[..., 3:] ** 2], -1)
+
+    def dragged_jac(
+        x: torch.Tensor, u: torch.Tensor, p: VehicleParams
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        jx, ju = KINEMATIC.jac(x, u, p)
+        jx = jx.clone()
+        jx[..., 3, 3] = -0.02 * x[..., 3]
+        return jx, ju
+
+    with pytest.raises(ValueError, match="linear with constant coefficients"):
+        Model("dragged", 4, dragged, dragged_jac).linear_part(P, 0.1)

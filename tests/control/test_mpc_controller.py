@@ -37,14 +37,14 @@ def _nominal(ctl: MPCController, k: int = 0) -> Control:
 def test_non_finite_state_brakes_within_rates_holds_steer_and_resets_the_warm_start() -> None:
     ctl = MPCController(CFG)
     prev = _nominal(ctl)
-    assert ctl.mpc._warm is not None and bool(ctl.mpc._warm[3].all())
+    assert ctl.mpc._warm is not None and bool(ctl.mpc._warm.ok.all())
     bad = _state(1, x=math.nan)
     control = ctl.update(_plan(_state(1)), bad)
     assert not control.valid and control.reason == "state not finite"
     # brake at the jerk limit from the previous input, steer held at the previous one
     assert control.accel == pytest.approx(prev.accel - CFG.jerk_max_mps3 * CFG.control_period_s)
     assert control.steer == prev.steer
-    assert ctl.mpc._warm is not None and not bool(ctl.mpc._warm[3].any())
+    assert ctl.mpc._warm is not None and not bool(ctl.mpc._warm.ok.any())
     # the fallback keeps braking down to the bound, never beyond it
     for k in range(2, 40):
         control = ctl.update(_plan(_state(k)), _state(k, speed=math.inf))
@@ -88,7 +88,7 @@ def test_not_converging_in_budget_falls_back_and_is_logged_once(
             assert not control.valid
             assert control.reason == "MPC did not converge within its budget"
     assert len(caplog.records) == 1  # rate-limited
-    assert ctl.mpc._warm is not None and not bool(ctl.mpc._warm[3].any())
+    assert ctl.mpc._warm is not None and not bool(ctl.mpc._warm.ok.any())
 
 
 def test_a_batch_solves_each_vehicle_as_alone() -> None:
