@@ -297,17 +297,7 @@ def record_episode(
 ) -> EpisodeRun:
     """Run and record to ``path``; an interrupted or failed run still leaves a finished file,
     and the log says up to which frame."""
-    settings = settings or RecorderSettings()
-    try:
-        sink: DerivingSink | PipeSink
-        if settings.writer == "process":
-            _check_writable(path)
-            sink = PipeSink(path, settings)
-        else:
-            sink = DerivingSink(McapSink(path, settings.chunk_size_bytes), settings)
-    except OSError as exc:
-        raise DrivestackError(f"--record {path}: cannot write there ({exc.strerror})") from exc
-    recorder = Recorder(sink, settings)
+    recorder = open_recorder(path, settings or RecorderSettings())
     try:
         return run_recorded(recorder, world, stack, cfg, scenario, seed, max_steps, on_step)
     except BaseException:
@@ -317,6 +307,20 @@ def record_episode(
             recorder.last_frame,
         )
         raise
+
+
+def open_recorder(path: Path, settings: RecorderSettings) -> Recorder:
+    """A recorder writing to ``path`` through the sink ``settings.writer`` names."""
+    try:
+        sink: DerivingSink | PipeSink
+        if settings.writer == "process":
+            _check_writable(path)
+            sink = PipeSink(path, settings)
+        else:
+            sink = DerivingSink(McapSink(path, settings.chunk_size_bytes), settings)
+    except OSError as exc:
+        raise DrivestackError(f"--record {path}: cannot write there ({exc.strerror})") from exc
+    return Recorder(sink, settings)
 
 
 def _check_writable(path: Path) -> None:
@@ -340,11 +344,16 @@ def add_record_args(run: argparse.ArgumentParser) -> None:
 def bench_record(
     scenario_name: str, steps: int, seed: int, repeats: int, out: Path, camera: str | None = None
 ) -> str:
-    """Episode time with and without recording, runs alternating, best of ``repeats``: the
-    loop process's CPU time (which other processes on the machine disturb less than wall time),
-    the writer process's CPU time, and wall time; and the recording's size per minute of
-    simulated driving."""
+    """Episode time with and without recording in ``repeats`` alternating pairs, and the
+    recording's size per minute of simulated driving.
+
+    Overheads are medians over the pairs of each pair's ratio (the two runs of a pair are
+    seconds apart, so a VM whose speed drifts over minutes disturbs them alike), for the loop
+    process's CPU time and for wall time; beside them, the time the loop spent inside the
+    recorder's calls (encoding and handing over the messages), which no other process can
+    inflate, and the writer process's CPU time."""
     import resource
+    import statistics
 
     scenario = load_scenario(scenario_name)
     if camera:
@@ -354,6 +363,7 @@ def bench_record(
     path = out / "bench_record.mcap"
     cpu: dict[bool, list[float]] = {False: [], True: []}
     wall: dict[bool, list[float]] = {False: [], True: []}
+    in_recorder: list[float] = []
     writer_cpu: list[float] = []
     run_episode(make_world(cfg.backend), build_stack(cfg), scenario, seed, 20)  # warm caches
     for _ in range(repeats):
@@ -363,12 +373,14 @@ def bench_record(
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
             c0, w0 = time.process_time(), time.perf_counter()
             if recording:
-                run = record_episode(path, world, stack, cfg, scenario, seed, steps)
+                recorder = open_recorder(path, RecorderSettings())
+                run = run_recorded(recorder, world, stack, cfg, scenario, seed, steps)
             else:
                 run = run_episode(world, stack, scenario, seed, steps)
             cpu[recording].append(time.process_time() - c0)
             wall[recording].append(time.perf_counter() - w0)
             if recording:
+                in_recorder.append(recorder.loop_s)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 writer_cpu.append(
                     after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
@@ -377,25 +389,33 @@ def bench_record(
     sim_s = run.result.sim_time_s
     n = run.result.steps
     per_min = size / max(sim_s, 1e-9) * 60.0
-    c_plain, c_rec = min(cpu[False]), min(cpu[True])
-    w_plain, w_rec = min(wall[False]), min(wall[True])
-    w_cpu = min(writer_cpu)
+
+    def overhead(t: dict[bool, list[float]]) -> float:
+        ratios = [r / p for p, r in zip(t[False], t[True], strict=True)]
+        return 100.0 * (statistics.median(ratios) - 1.0)
+
+    def ms(t: list[float]) -> str:
+        return f"{1e3 * statistics.median(t) / n:8.3f}"
+
+    c_plain, w_plain = statistics.median(cpu[False]), statistics.median(wall[False])
+    rec_share = 100.0 * statistics.median(in_recorder) / w_plain
     return "\n".join(
         [
             f"bench record: {scenario.name} (seed {seed}), {n} steps, "
-            f"{len(scenario.sensors)} camera(s), best of {repeats} alternating runs, "
+            f"{len(scenario.sensors)} camera(s), {repeats} alternating pairs, medians, "
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
-            f"                    {'loop CPU s':>10} {'ms/step':>8}   {'wall s':>8} {'ms/step':>8}",
-            f"without recording   {c_plain:10.3f} {1e3 * c_plain / n:8.3f}   "
-            f"{w_plain:8.3f} {1e3 * w_plain / n:8.3f}",
-            f"with --record       {c_rec:10.3f} {1e3 * c_rec / n:8.3f}   "
-            f"{w_rec:8.3f} {1e3 * w_rec / n:8.3f}",
-            f"overhead            {100 * (c_rec / c_plain - 1):+9.1f} %"
-            f"{'':10}{100 * (w_rec / w_plain - 1):+7.1f} %",
-            f"writer process      {w_cpu:10.3f} s CPU on another core "
-            f"({1e3 * w_cpu / n:.3f} ms/step)",
+            f"                    {'ms/step':>10} {'':>10}   {'ms/step':>8}",
+            f"                    {'loop CPU':>10} {'':>10}   {'wall':>8}",
+            f"without recording   {ms(cpu[False]):>10} {'':>10}   {ms(wall[False])}",
+            f"with --record       {ms(cpu[True]):>10} {'':>10}   {ms(wall[True])}",
+            f"overhead            {overhead(cpu):+9.1f} % {'':>10}   {overhead(wall):+7.1f} %"
+            "   (median of the pairs' ratios)",
+            f"in the recorder     {ms(in_recorder):>10} ms/step in the loop = {rec_share:.1f} % "
+            "of the plain loop's wall time",
+            f"writer process      {ms(writer_cpu):>10} ms/step CPU on another core",
             f"recording size      {size / 1e6:.2f} MB for {sim_s:.1f} s of driving = "
             f"{per_min / 1e6:.2f} MB per minute",
+            f"(plain loop: {c_plain:.3f} s CPU, {w_plain:.3f} s wall per run)",
         ]
     )
 

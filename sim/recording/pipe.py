@@ -7,6 +7,10 @@ encoding. The child ignores Ctrl-C and finishes the file when its
 pipe closes, so a run that is interrupted, crashes or is killed still leaves a finished file
 (whose ``drivestack.end`` status is missing when the parent could not write it).
 
+The loop never waits for the writer: a thread of this process feeds the pipe (a blocked pipe
+write holds no GIL), so a writer that falls behind for a while, when another process has its
+core, costs the loop nothing until ``_QUEUE_BLOBS`` blobs of about 64 KiB (32 MiB) are queued.
+
 Frames on the pipe: ``<B I H Q`` (opcode, payload length, channel index, log time ns) and the
 payload. Opcodes: 1 channel (payload: topic NUL schema), 2 message, 3 metadata (payload: name
 NUL JSON object), 4 close.
@@ -17,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import queue
 import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -32,6 +38,7 @@ _CHANNEL, _MESSAGE, _METADATA, _CLOSE = 1, 2, 3, 4
 
 
 _PIPE_BYTES = 1 << 20  # Linux's default cap for unprivileged pipes (/proc/sys/fs/pipe-max-size)
+_QUEUE_BLOBS = 512  # blobs of ~64 KiB the feeding thread may hold before the loop waits
 
 
 def _widen(pipe: IO[bytes]) -> None:
@@ -67,6 +74,21 @@ class PipeSink:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._closed = False
+        self._queue: queue.Queue[bytes | None] = queue.Queue(_QUEUE_BLOBS)
+        self._broken = False  # set by the feeder when the writer process is gone
+        self._feeder = threading.Thread(target=self._feed, name="mcap-pipe", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        """The feeding thread: blobs from the queue into the pipe until ``None``."""
+        while (blob := self._queue.get()) is not None:
+            if self._broken:
+                continue  # drain, so the loop never blocks on a full queue
+            try:
+                self._pipe.write(blob)
+                self._pipe.flush()
+            except (BrokenPipeError, OSError):
+                self._broken = True
 
     def write(self, topic: str, schema: str, log_time_ns: int, data: bytes) -> None:
         channel = self._channels.get(topic)
@@ -85,15 +107,13 @@ class PipeSink:
         self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        try:
-            self._pipe.write(b"".join(self._pending))
-            self._pipe.flush()
-        except BrokenPipeError:
+        if self._broken:
             raise DrivestackError(
                 f"{self.path}: the recording's writer process died: {self._child_error()}"
-            ) from None
+            )
+        if not self._pending:
+            return
+        self._queue.put(b"".join(self._pending))
         self._pending.clear()
         self._pending_bytes = 0
 
@@ -104,10 +124,13 @@ class PipeSink:
         try:
             self._pending.append(_FRAME.pack(_CLOSE, 0, 0, 0))
             self._flush()
-            self._pipe.close()
-        except (BrokenPipeError, DrivestackError):
+        except DrivestackError:
             pass
         finally:
+            self._queue.put(None)
+            self._feeder.join()
+            with contextlib.suppress(OSError):
+                self._pipe.close()
             try:
                 rc = self._proc.wait(timeout=120)
             except KeyboardInterrupt:  # a second Ctrl-C: let the writer finish on its own

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import struct
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,6 +206,7 @@ class Recorder:
         self._last_obs: Observation | None = None
         self.frames = 0  # observations written
         self.last_frame = -1
+        self.loop_s = 0.0  # wall time spent in the per-tick calls (what the loop pays)
 
     # ---------------------------------------------------------------------------- episode
     def begin(
@@ -250,6 +252,7 @@ class Recorder:
 
     # ------------------------------------------------------------------------------ ticks
     def observation(self, obs: Observation) -> None:
+        t0 = time.perf_counter()
         ns = _ns(obs.t)
         write = self.sink.write
         if self._static is None:
@@ -281,18 +284,25 @@ class Recorder:
         self._last_obs = obs
         self.frames += 1
         self.last_frame = obs.frame
+        self.loop_s += time.perf_counter() - t0
 
     def perception(self, p: PerceptionOutput) -> None:
+        t0 = time.perf_counter()
         text = codec.encode_perception(p)
         self.sink.write("/perception", "drivestack.PerceptionOutput", _ns(p.t), text.encode())
+        self.loop_s += time.perf_counter() - t0
 
     def plan(self, p: Plan) -> None:
+        t0 = time.perf_counter()
         self.sink.write("/plan", "drivestack.Plan", _ns(p.t), codec.encode_plan(p).encode())
+        self.loop_s += time.perf_counter() - t0
 
     def control(self, c: Control) -> None:
         """The tick's last message (the stack's 3D scene is derived from the tick's messages
         when this one is written: sim/recording/derive.py)."""
+        t0 = time.perf_counter()
         self.sink.write("/control", "drivestack.Control", _ns(c.t), _dumps(codec.encode_control(c)))
+        self.loop_s += time.perf_counter() - t0
 
     # ---------------------------------------------------------------------------- helpers
 

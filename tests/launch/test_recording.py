@@ -278,3 +278,15 @@ class McapSinkStub:
     def metadata(self, name: str, data: dict[str, str]) -> None: ...
 
     def close(self) -> None: ...
+
+
+def test_bench_record_prints_overheads_and_size(tmp_path: Path) -> None:
+    proc = cli("bench", "record", "--steps", "30", "--repeats", "2", "--out", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split("  ")[0]: line for line in proc.stdout.splitlines()}
+    assert "2 alternating pairs" in proc.stdout
+    for row in ("overhead", "in the recorder", "writer process", "recording size"):
+        assert row in lines, proc.stdout
+    in_recorder = float(lines["in the recorder"].split()[3])
+    assert in_recorder > 0.0  # the recorder's own time in the loop is measured
+    assert "MB per minute" in lines["recording size"]
