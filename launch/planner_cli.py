@@ -14,7 +14,7 @@ ALGOS = ("ppo", "sac")  # planning.train checks the same list; imported lazily (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    planner = sub.add_parser("planner", help="the RL planner: train it")
+    planner = sub.add_parser("planner", help="the RL planner: train it, compare evaluations")
     psub = planner.add_subparsers(dest="planner_command", required=True)
     tr = psub.add_parser(
         "train",
@@ -39,8 +39,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="PPO only: env steps of DAgger imitation of the rule planner before RL (0: none)",
     )
+    tr.add_argument(
+        "--bc-rounds", type=positive_int, default=4, help="DAgger rounds of the warm start"
+    )
     tr.add_argument("--progress", action="store_true", help="show a progress bar")
     tr.set_defaults(func=_cmd_train)
+    cmp = psub.add_parser(
+        "compare",
+        help="tabulate evaluations side by side (overall, per scenario, infractions per km)",
+        description="Read the summary.json of `python -m launch evaluate --out DIR` runs and "
+        "print Markdown tables: the overall scores, the mean driving score per scenario and "
+        "the infractions per km.",
+    )
+    cmp.add_argument("runs", nargs="+", help="NAME=DIR (or DIR) of evaluate outputs")
+    cmp.set_defaults(func=_cmd_compare)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -58,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         env=dataclasses.replace(EnvSettings(), controller=args.controller),
-        bc=dataclasses.replace(base.bc, steps=args.bc_steps),
+        bc=dataclasses.replace(base.bc, steps=args.bc_steps, rounds=args.bc_rounds),
     )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = (
@@ -71,6 +83,60 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"wrote {policy} and {policy.with_name('vecnormalize.pkl')} (config: {out / 'config.json'})"
     )
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    print(compare(args.runs))
+    return 0
+
+
+def compare(runs: list[str]) -> str:
+    """Markdown tables of several evaluations' ``summary.json`` (``NAME=DIR`` or ``DIR``)."""
+    import json
+
+    from sim.errors import DrivestackError
+
+    named: list[tuple[str, dict]] = []
+    for item in runs:
+        name, _, folder = item.rpartition("=")
+        path = Path(folder) / "summary.json"
+        if not path.exists():
+            raise DrivestackError(f"{path}: no such file; pass the --out DIR of an evaluate run")
+        named.append((name or Path(folder).name, json.loads(path.read_text())))
+    lines = [
+        "| run | planner | controller | routes | driving score | route completion "
+        "| infraction penalty | km driven |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in named:
+        stack = s.get("stack", {})
+        lines.append(
+            f"| {name} | {stack.get('planner', '?')} | {stack.get('controller', '?')} "
+            f"| {s['n_routes']} | {s['driving_score']:.1f} ± {s['driving_score_ci95']:.1f} "
+            f"| {s['route_completion']:.1f} ± {s['route_completion_ci95']:.1f} "
+            f"| {s['infraction_penalty']:.3f} ± {s['infraction_penalty_ci95']:.3f} "
+            f"| {s['total_km_driven']:.2f} |"
+        )
+    scenarios = sorted({e["scenario"] for _, s in named for e in s["episodes"]})
+    lines += ["", "| scenario | " + " | ".join(n for n, _ in named) + " |"]
+    lines.append("|---|" + "---|" * len(named))
+    for sc in scenarios:
+        cells = []
+        for _, s in named:
+            ds = [e["driving_score"] for e in s["episodes"] if e["scenario"] == sc]
+            cells.append(f"{sum(ds) / len(ds):.1f}" if ds else "–")
+        lines.append(f"| {sc} | " + " | ".join(cells) + " |")
+    kinds = [
+        k
+        for k in named[0][1]["infractions_per_km"]
+        if any(s["infractions_per_km"].get(k, 0.0) > 0.0 for _, s in named)
+    ]
+    lines += ["", "| infractions per km | " + " | ".join(n for n, _ in named) + " |"]
+    lines.append("|---|" + "---|" * len(named))
+    for k in kinds:
+        cells = [f"{s['infractions_per_km'].get(k, 0.0):.2f}" for _, s in named]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def bench_env(steps: int, seed: int) -> str:

@@ -44,8 +44,6 @@ EGO_FEATURES = (
     "speed_limit_mps",
     "lateral_offset_m",  # ego rear axle left of the route centreline
     "heading_error_rad",  # ego heading minus the route's
-    "prev_speed_action",
-    "prev_offset_action",
     "remaining_m",  # route left, capped at 100 m
 )
 ROUTE_FEATURES = ("x_m", "y_m", "speed_limit_mps", "in_junction", "left_lane")
@@ -132,6 +130,8 @@ class EncoderSettings:
     stopped_speed_mps: float = 0.05
     stood_within_m: float = 4.0
     hold_s: float = 0.5  # objects and lights missed for this long are still encoded
+    confirm_frames: int = 2  # an object counts for the safety envelope once seen this often
+    pedestrian_half_width_m: float = 0.4  # a pedestrian's half width across the path, margin in
     ego: VehicleParams = field(default_factory=VehicleParams)
 
 
@@ -142,8 +142,35 @@ def _stop_speed(gap: float, decel: float) -> float:
     return math.sqrt(2.0 * decel * max(gap, 0.0))
 
 
+@dataclass(frozen=True)
+class Obstacle:
+    """An object on or near the route that the safety envelope keeps the ego behind.
+
+    :param gap_m: from the ego's front bumper to the object's near end, along the route (m)
+    :param route_s_m: the object's route distance from the route's first point (m), where the
+        envelope looks up the planned path's lateral offset
+    :param d_m: the object's centre, left of the route centreline (m)
+    :param half_width_m: its half extent across the route (m)
+    :param speed_mps: its speed along the route (m/s, ≥ 0: oncoming and crossing objects count
+        as standing)
+    """
+
+    gap_m: float
+    route_s_m: float
+    d_m: float
+    half_width_m: float
+    speed_mps: float
+
+
 class ObservationEncoder:
-    """``encode(perception, route, ego, prev_action) -> (OBS_SIZE,) float32``."""
+    """``encode(perception, route, ego) -> (OBS_SIZE,) float32``.
+
+    After each call, :attr:`obstacles` holds the confirmed objects (seen in at least
+    ``confirm_frames`` frames: a one-frame false positive is not one) projected on the route,
+    for :class:`PlanMaker`'s safety envelope. The previous action is not part of the
+    observation: with it, imitation learns "keep doing what you did" (causal confusion, de Haan
+    et al. 2019).
+    """
 
     def __init__(self, settings: EncoderSettings = EncoderSettings()) -> None:
         self.cfg = settings
@@ -157,13 +184,11 @@ class ObservationEncoder:
         # id -> (time last seen, the object then, its map-frame x, y, yaw)
         self._objects: dict[int, tuple[float, DetectedObject, float, float, float]] = {}
         self._lights: dict[int, tuple[float, DetectedLight, float, float]] = {}
+        self._seen_frames: dict[int, int] = {}  # id -> frames it was detected in (while held)
+        self.obstacles: tuple[Obstacle, ...] = ()
 
     def encode(
-        self,
-        perception: PerceptionOutput,
-        route: RouteAhead,
-        ego: VehicleState,
-        prev_action: NDArray[np.float32] | None = None,
+        self, perception: PerceptionOutput, route: RouteAhead, ego: VehicleState
     ) -> NDArray[np.float32]:
         cfg = self.cfg
         p = cfg.ego
@@ -176,7 +201,6 @@ class ObservationEncoder:
         limit_now = perception.speed_limit_mps or (
             float(route.speed_limit_mps[0]) if len(route.speed_limit_mps) else 13.9
         )
-        prev = np.zeros(2, dtype=np.float32) if prev_action is None else prev_action
         i = 0
         # ego
         ego_feats = (
@@ -186,8 +210,6 @@ class ObservationEncoder:
             limit_now,
             -float(xy[0, 1]),
             -float(route.yaw[0]) if len(route.yaw) else 0.0,
-            float(prev[0]),
-            float(prev[1]),
             min(route.remaining_m, FAR_M),
         )
         out[i : i + len(ego_feats)] = ego_feats
@@ -210,6 +232,7 @@ class ObservationEncoder:
         seen = self._hold(perception, ego)
         objs = [o for o in seen if math.hypot(o.x, o.y) < cfg.object_range_m]
         leader: _Leader = (math.inf, 0.0, None)  # gap, speed along, object
+        self.obstacles = ()
         if objs:
             pos = np.array([(o.x, o.y) for o in objs])  # (M, 2)
             s_obj, d_obj = _project(xy, step, pos)
@@ -231,6 +254,7 @@ class ObservationEncoder:
                     self._standing_s(o.id, perception.t),
                 )
             leader = self._leader(objs, s_obj, d_obj, xy, step, s_front)
+            self.obstacles = self._obstacles(objs, s_obj, d_obj, xy, step, s_front)
         i += N_OBJECTS * len(OBJECT_FEATURES)
         # leader on the path
         gap, v_lead, lead = leader
@@ -322,6 +346,7 @@ class ObservationEncoder:
         c, s = math.cos(ego.yaw), math.sin(ego.yaw)
         current = {o.id for o in perception.objects}
         for o in perception.objects:
+            self._seen_frames[o.id] = self._seen_frames.get(o.id, 0) + 1
             mx, my = ego.x + c * o.x - s * o.y, ego.y + s * o.x + c * o.y
             self._objects[o.id] = (t, o, mx, my, ego.yaw + o.yaw)
         out = list(perception.objects)
@@ -331,6 +356,7 @@ class ObservationEncoder:
             age = t - t_seen
             if age > self.cfg.hold_s:
                 del self._objects[k]
+                self._seen_frames.pop(k, None)
                 continue
             px, py = mx + o.speed * age * math.cos(myaw), my + o.speed * age * math.sin(myaw)
             dx, dy = px - ego.x, py - ego.y
@@ -412,6 +438,58 @@ class ObservationEncoder:
             if gap < best[0]:
                 best = (gap, max(o.speed * math.cos(rel), 0.0), o)
         return best
+
+    def _obstacles(
+        self,
+        objs: list[DetectedObject],
+        s_obj: FloatArray,
+        d_obj: FloatArray,
+        xy: FloatArray,
+        step: float,
+        s_front: float,
+    ) -> tuple[Obstacle, ...]:
+        """The confirmed objects ahead, projected on the route (pedestrians also where they
+        will be in ``pedestrian_predict_s``), for the safety envelope."""
+        cfg = self.cfg
+        out: list[Obstacle] = []
+        for j, o in enumerate(objs):
+            if self._seen_frames.get(o.id, 0) < cfg.confirm_frames:
+                continue
+            if o.kind == ActorKind.PEDESTRIAN:
+                preds = np.array(
+                    [
+                        (
+                            o.x + o.speed * math.cos(o.yaw) * t,
+                            o.y + o.speed * math.sin(o.yaw) * t,
+                        )
+                        for t in cfg.pedestrian_predict_s
+                    ]
+                )
+                s_p, d_p = _project(xy, step, preds)
+                for sp, dp in zip(s_p, d_p, strict=True):
+                    if sp > s_front - 1.0:
+                        gap = float(sp) - s_front - 0.3
+                        half = cfg.pedestrian_half_width_m
+                        out.append(Obstacle(gap, float(sp), float(dp), half, 0.0))
+                continue
+            if s_obj[j] < s_front - 1.0:
+                continue
+            k = min(int(max(s_obj[j], 0.0) / step), len(xy) - 2)
+            t = xy[k + 1] - xy[k]
+            rel = math.remainder(o.yaw - math.atan2(t[1], t[0]), 2 * math.pi)
+            across = abs(math.remainder(rel, math.pi)) > math.pi / 4
+            half = o.length / 2 if across else o.width / 2
+            along = o.width / 2 if across else o.length / 2
+            out.append(
+                Obstacle(
+                    float(s_obj[j]) - s_front - along,
+                    float(s_obj[j]),
+                    float(d_obj[j]),
+                    half,
+                    max(o.speed * math.cos(rel), 0.0),
+                )
+            )
+        return tuple(out)
 
     def _left_free(
         self, objs: list, xy: FloatArray, step: float, route: RouteAhead, skip: int
@@ -515,6 +593,74 @@ def _project(xy: FloatArray, step: float, pts: FloatArray) -> tuple[FloatArray, 
     return k * step + along, lateral
 
 
+# ------------------------------------------------------------------------ safety envelope
+@dataclass(frozen=True)
+class EnvelopeSettings:
+    """The longitudinal safety envelope (RSS's safe distance, Shalev-Shwartz et al. 2017),
+    applied as a shield on the action (Alshiekh et al. 2018): the planned speed never exceeds
+    the speed from which the ego can still stop behind the object ahead on its planned path,
+    assuming that object brakes at ``lead_decel_mps2`` from now on.
+
+    :param enabled: off: the action alone sets the speed (as before the envelope)
+    :param reaction_s: the ego keeps its speed this long before it brakes (a decision period,
+        perception delay and the actuators' lag)
+    :param ego_decel_mps2: the deceleration the ego is counted on to brake at (the plans brake
+        at up to ``ActionSettings.max_decel_mps2``; this leaves a margin for tracking)
+    :param lead_decel_mps2: the hardest the object ahead is assumed to brake
+    :param min_gap_m: bumper gap left when both stand
+    :param corridor_margin_m: clearance beside the ego that counts as "on the path"
+    """
+
+    enabled: bool = True
+    reaction_s: float = 0.4
+    ego_decel_mps2: float = 5.0
+    lead_decel_mps2: float = 8.0
+    min_gap_m: float = 2.0
+    corridor_margin_m: float = 0.6
+
+
+def safe_speed(gap_m: float, lead_speed_mps: float, cfg: EnvelopeSettings) -> float:
+    """The largest ego speed ``v`` (m/s) from which the ego stops behind an object ``gap_m``
+    ahead moving at ``lead_speed_mps`` that brakes at ``lead_decel_mps2`` right now: the ego
+    drives ``v ρ`` in its reaction time, then brakes at ``b``, and must stop ``min_gap_m`` short
+    of where the object stops::
+
+        v ρ + v² / (2 b) ≤ gap − min_gap + v_lead² / (2 b_lead)
+        v = −b ρ + sqrt((b ρ)² + 2 b · room)   (0 when room ≤ 0)
+    """
+    b, rho = cfg.ego_decel_mps2, cfg.reaction_s
+    lead_stop = max(lead_speed_mps, 0.0) ** 2 / (2.0 * cfg.lead_decel_mps2)
+    room = gap_m - cfg.min_gap_m + lead_stop
+    if room <= 0.0:
+        return 0.0
+    return -b * rho + math.sqrt((b * rho) ** 2 + 2.0 * b * room)
+
+
+def envelope_speed(
+    obstacles: tuple[Obstacle, ...] | list[Obstacle],
+    s: FloatArray,
+    lateral: FloatArray,
+    half_ego_m: float,
+    cfg: EnvelopeSettings,
+) -> float:
+    """The envelope's speed bound (m/s; ``inf`` without an object on the path): the least
+    :func:`safe_speed` over the obstacles that the planned path (lateral offset ``lateral``
+    ``(n,)`` at route distances ``s`` ``(n,)``) passes within ``half_ego_m + margin + their
+    half width`` of. Lights, signs and yielding are not its business: they stay the policy's.
+
+    Known gap (docs/planner.md): the lateral is looked up at the obstacle's centre on the plan,
+    which is made again every decision from where the ego is; a policy that swerves late
+    releases the bound before the ego has moved out, and can hit what it swerves around."""
+    if not cfg.enabled:
+        return math.inf
+    bound = math.inf
+    for ob in obstacles:
+        at = float(np.interp(ob.route_s_m, s, lateral))
+        if abs(ob.d_m - at) < half_ego_m + cfg.corridor_margin_m + ob.half_width_m:
+            bound = min(bound, safe_speed(ob.gap_m, ob.speed_mps, cfg))
+    return bound
+
+
 # --------------------------------------------------------------------------------- actions
 @dataclass(frozen=True)
 class ActionSettings:
@@ -543,10 +689,14 @@ class ActionSettings:
     offset_ramp_s: float = 2.0
     horizon_m: float = 60.0
     horizon_s: float = 4.0
+    envelope: EnvelopeSettings = field(default_factory=EnvelopeSettings)
+    ego: VehicleParams = field(default_factory=VehicleParams)
 
 
 class PlanMaker:
-    """``make(action, route, ego, speed_limit_mps) -> Plan`` (pure: no state)."""
+    """``make(action, route, ego, speed_limit_mps, t, frame, obstacles) -> Plan`` (pure: no
+    state). The target speed is bounded by the safety envelope (:func:`envelope_speed`) over
+    ``obstacles`` (the encoder's :attr:`ObservationEncoder.obstacles`)."""
 
     def __init__(self, settings: ActionSettings = ActionSettings()) -> None:
         self.cfg = settings
@@ -602,6 +752,7 @@ class PlanMaker:
         limit_mps: float,
         t: float,
         frame: int,
+        obstacles: tuple[Obstacle, ...] | list[Obstacle] = (),
     ) -> Plan:
         cfg = self.cfg
         origin = (ego.x, ego.y, ego.yaw)
@@ -618,6 +769,11 @@ class PlanMaker:
         r = np.clip(s / ramp_len, 0.0, 1.0)
         lateral = current + (offset - current) * (3 * r**2 - 2 * r**3)
         path = shift_left(base, lateral)
+        # the safety envelope bounds the target, the policy picks any speed below it
+        v_target = min(
+            v_target,
+            envelope_speed(obstacles, s, lateral, cfg.ego.width_m / 2, cfg.envelope),
+        )
         # longitudinal: a first-order approach to the target within the comfort bounds
         accel = (v_target - ego.speed) / cfg.speed_time_s
         accel = min(max(accel, -cfg.max_decel_mps2), cfg.max_accel_mps2)

@@ -10,8 +10,9 @@ controller tracks for the ``planner_dt_s / world_dt_s`` world ticks until the ne
 **Observation** ``Box(-1000, 1000, (OBS_SIZE,), float32)`` (:data:`planning.encoding.OBS_LAYOUT`,
 SI units, ego frame: x forward, y left):
 
-- ego (9): speed m/s, accel m/s², steer rad, active speed limit m/s, lateral offset from the
-  route centreline m, heading error rad, the previous action (2), route remaining m (≤ 100);
+- ego (7): speed m/s, accel m/s², steer rad, active speed limit m/s, lateral offset from the
+  route centreline m, heading error rad, route remaining m (≤ 100); not the previous action
+  (causal confusion: imitation would learn "keep doing what you did");
 - route (10 × 5): at 2, 5, 10, 15, 20, 30, 40, 50, 65 and 80 m along the route: x m, y m,
   speed limit m/s, in a junction (0/1), lane on the left (+1 same direction, -1 opposite, 0);
 - objects (6 × 11): the nearest detected vehicles and pedestrians within 60 m: present, is
@@ -29,7 +30,10 @@ SI units, ego frame: x forward, y left):
 
 **Action** ``Box(-1, 1, (2,), float32)``: target speed as a share of the active limit
 (-1 → stop, +1 → the limit) and lateral offset left of the centreline (±1 → ±3.5 m); see
-:class:`planning.encoding.ActionSettings`.
+:class:`planning.encoding.ActionSettings`. The planned speed is bounded by the safety envelope
+(:func:`planning.encoding.envelope_speed`: never faster than the speed from which the ego still
+stops behind the object on its planned path if that object brakes hard); lights, signs and
+yielding stay the policy's decisions.
 
 **Reward** per decision, the sum of the named parts in ``info["reward_parts"]``, shaped like the
 Leaderboard's driving score (DS = RC × Π coefficients, so on a route of ``100 /
@@ -268,7 +272,6 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
         self.teacher = RulePlanner() if self.cfg.teacher else None
         self._obs: Observation | None = None
         self._perception: PerceptionOutput | None = None
-        self._prev_action = np.zeros(2, dtype=np.float32)
 
     # -------------------------------------------------------------------------------- reset
     def reset(
@@ -293,7 +296,6 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
         self.controller.reset()
         if self.teacher is not None:
             self.teacher.reset()
-        self._prev_action = np.zeros(2, dtype=np.float32)
         self._obs = obs
         self._progress = self.world.monitor.progress_m
         self._outside = self.world.monitor.outside_m
@@ -314,7 +316,9 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
         act = np.clip(np.asarray(action, dtype=np.float32).reshape(2), -1.0, 1.0)
         obs = self._obs
         limit = self._perception.speed_limit_mps or float(obs.route.speed_limit_mps[0])
-        plan = self.plan_maker.make(act, obs.route, obs.ego, limit, obs.t, obs.frame)
+        plan = self.plan_maker.make(
+            act, obs.route, obs.ego, limit, obs.t, obs.frame, self.encoder.obstacles
+        )
         events: list[Event] = []
         discomfort = 0.0
         w = cfg.reward
@@ -358,7 +362,6 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
             mon.completed or terminal == "route_dev" or (cfg.terminate_on_collision and collided)
         )
         truncated = not terminated and terminal in ("route_timeout", "vehicle_blocked")
-        self._prev_action = act
         info = {
             "reward_parts": parts,
             "events": [ev.type for ev in events],
@@ -385,7 +388,7 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
     def _encode(self, obs: Observation) -> NDArray[np.float32]:
         perception = self.noise.update(self.perceiver.update(obs))
         self._perception = perception
-        return self.encoder.encode(perception, obs.route, obs.ego, self._prev_action)
+        return self.encoder.encode(perception, obs.route, obs.ego)
 
 
 def register() -> None:

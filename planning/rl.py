@@ -7,6 +7,13 @@ policy's deterministic action into a smooth plan (:class:`planning.encoding.Plan
 decides every ``decision_dt_s`` (10 Hz, the environment's rate) and returns the same plan in
 between; the controller re-expresses it in the current ego frame.
 
+The plan's speed is bounded by the same safety envelope as in training
+(:func:`planning.encoding.envelope_speed`).
+
+``constant:A0,A1`` instead of a file is a baseline with no learning: it always takes the action
+``(A0, A1)`` (``constant:1,0`` drives at the limit on the centreline, behind the envelope). It
+shows what the envelope does alone, and so what the learned policy decides.
+
 A policy whose observation or action space differs from the environment's is refused with a
 :class:`PolicyMismatchError` that says what it expected. Loading a ``.zip`` or ``.pkl`` unpickles
 it: load only files you trust.
@@ -31,6 +38,7 @@ from sim.messages import PerceptionOutput, Plan, RouteAhead, VehicleState
 
 POLICY_DIR = Path(__file__).parent / "policies"
 DEFAULT_POLICY = POLICY_DIR / "ppo_route.zip"
+CONSTANT_PREFIX = "constant:"
 
 
 class PolicyError(DrivestackError):
@@ -137,6 +145,21 @@ def load_stats(path: Path) -> Any:
     return stats
 
 
+def constant_action(policy: str) -> NDArray[np.float32] | None:
+    """The action of a ``constant:A0,A1`` baseline, or None for a policy file."""
+    if not policy.startswith(CONSTANT_PREFIX):
+        return None
+    try:
+        values = [float(v) for v in policy[len(CONSTANT_PREFIX) :].split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(-1.0 <= v <= 1.0 for v in values):
+        raise PolicyError(
+            f"policy {policy!r}: a constant policy is 'constant:A0,A1' with both in [-1, 1]"
+        )
+    return np.array(values, dtype=np.float32)
+
+
 def _mtime(path: Path) -> float:
     return path.stat().st_mtime if path.exists() else 0.0
 
@@ -155,8 +178,12 @@ class RLPlanner:
     def __init__(self, settings: RLPlannerSettings | None = None) -> None:
         self.cfg = settings or RLPlannerSettings()
         policy = Path(self.cfg.policy)
-        stats = Path(self.cfg.vecnormalize) if self.cfg.vecnormalize else stats_path(policy)
-        self.model, self.stats = _load(str(policy), str(stats), _mtime(policy), self.cfg.device)
+        self.constant = constant_action(str(self.cfg.policy))
+        self.model: Any = None
+        self.stats: Any = None
+        if self.constant is None:
+            stats = Path(self.cfg.vecnormalize) if self.cfg.vecnormalize else stats_path(policy)
+            self.model, self.stats = _load(str(policy), str(stats), _mtime(policy), self.cfg.device)
         self.encoder = ObservationEncoder(self.cfg.encoder)
         self.plan_maker = PlanMaker(self.cfg.action)
         self.reset()
@@ -165,14 +192,15 @@ class RLPlanner:
         self.encoder.reset()
         self._plan: Plan | None = None
         self._decided_at = -np.inf
-        self._prev_action = np.zeros(2, dtype=np.float32)
-        self.last_action = self._prev_action
+        self.last_action = np.zeros(2, dtype=np.float32)
 
     def act(
         self, perception: PerceptionOutput, route: RouteAhead, ego: VehicleState
     ) -> NDArray[np.float32]:
         """The policy's deterministic action ``(2,)`` for this moment (updates the encoder)."""
-        obs = self.encoder.encode(perception, route, ego, self._prev_action)
+        obs = self.encoder.encode(perception, route, ego)
+        if self.constant is not None:
+            return self.constant.copy()
         norm = self.stats.normalize_obs(obs[None, :])
         action, _ = self.model.predict(norm, deterministic=True)
         return np.clip(np.asarray(action, dtype=np.float32).reshape(2), -1.0, 1.0)
@@ -193,8 +221,9 @@ class RLPlanner:
             return self._plan
         action = self.act(perception, route, ego)
         limit = perception.speed_limit_mps or float(route.speed_limit_mps[0])
-        self._plan = self.plan_maker.make(action, route, ego, limit, perception.t, perception.frame)
+        self._plan = self.plan_maker.make(
+            action, route, ego, limit, perception.t, perception.frame, self.encoder.obstacles
+        )
         self._decided_at = perception.t
-        self._prev_action = action
         self.last_action = action
         return self._plan

@@ -40,8 +40,15 @@ from stable_baselines3.common.callbacks import (
     EvalCallback,
 )
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import get_schedule_fn
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecNormalize,
+    sync_envs_normalization,
+)
 
 from planning.env import EnvSettings, RouteEnv, action_space, observation_space
 from sim.errors import DrivestackError
@@ -85,7 +92,10 @@ class BCSettings:
 
     The teacher sees the noise-free ground truth; the student sees the noisy observation. Round
     one drives with the teacher's actions, later rounds with the student's (labelled by the
-    teacher), and the student is fitted to everything gathered so far after each round. The
+    teacher), and the student is fitted to everything gathered so far after each round, by the
+    Gaussian log-likelihood of the teacher's action under the policy's distribution (its mean and
+    its state-independent log standard deviation, fitted together: a squared error weighted per
+    action dimension by 1/σ², so speed and offset are balanced by how well each is fitted). The
     critic is fitted to the discounted (normalised) returns of the same rollouts, so the first
     PPO updates start from a value function that fits the policy.
 
@@ -96,7 +106,7 @@ class BCSettings:
     """
 
     steps: int = 0
-    rounds: int = 2
+    rounds: int = 4
     epochs: int = 8
     batch_size: int = 512
     learning_rate: float = 1e-3
@@ -211,6 +221,37 @@ def vecnormalize_beside(checkpoint: Path) -> Path:
     return checkpoint.with_name(VECNORM_FILE)
 
 
+class _SeededEval(EvalCallback):
+    """An :class:`EvalCallback` whose every evaluation runs the same seeded episodes, so their
+    scores compare policies rather than draws."""
+
+    def __init__(self, eval_env: VecEnv, seed: int, **kwargs: Any) -> None:
+        super().__init__(eval_env, **kwargs)
+        self.eval_seed = seed
+
+    def _on_step(self) -> bool:
+        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+            self.eval_env.seed(self.eval_seed)
+        return super()._on_step()
+
+    def evaluate_now(self, model: BaseAlgorithm, venv: VecNormalize, out: Path) -> float:
+        """Score ``model`` now (the warm start) on the same episodes and keep it as the best
+        so far: it is a candidate like every later evaluation."""
+        sync_envs_normalization(venv, self.eval_env)
+        self.eval_env.seed(self.eval_seed)
+        rewards, _ = evaluate_policy(
+            model, self.eval_env, n_eval_episodes=self.n_eval_episodes, deterministic=True
+        )
+        score = float(np.mean(rewards))
+        self.best_mean_reward = score
+        best = out / "best"
+        best.mkdir(parents=True, exist_ok=True)
+        model.save(str(best / "best_model.zip"))
+        venv.save(str(best / VECNORM_FILE))
+        log.info("warm start: mean evaluation return %.1f", score)
+        return score
+
+
 class _SaveStats(BaseCallback):
     """Saves the training normalisation beside the evaluation callback's new best policy."""
 
@@ -236,6 +277,7 @@ def train(
     venv_raw = _vec_env(cfg, cfg.n_envs, cfg.seed)
     eval_raw = _vec_env(cfg, 1, cfg.seed + 10_000)
     model: BaseAlgorithm
+    warm = False
     if resume is not None:
         if not resume.exists():
             raise DrivestackError(f"--resume {resume}: no such file")
@@ -256,8 +298,20 @@ def train(
             if not isinstance(model, PPO):
                 raise DrivestackError("the imitation warm start (--bc-steps) is for PPO only")
             warm_start(model, venv, cfg, out)
+            warm = True
     eval_env = VecNormalize(eval_raw, norm_obs=True, norm_reward=False, training=False)
     per_env = max(1, cfg.n_envs)
+    evaluator = _SeededEval(
+        eval_env,
+        cfg.seed + 10_000,
+        n_eval_episodes=cfg.eval_episodes,
+        eval_freq=max(1, cfg.eval_every // per_env),
+        best_model_save_path=str(out / "best"),
+        callback_on_new_best=_SaveStats(venv, out / "best" / VECNORM_FILE),
+        log_path=str(out / "eval"),
+        deterministic=True,
+    )
+    warm_score = evaluator.evaluate_now(model, venv, out) if warm else None
     callbacks = CallbackList(
         [
             CheckpointCallback(
@@ -265,15 +319,7 @@ def train(
                 save_path=str(out / "checkpoints"),
                 save_vecnormalize=True,
             ),
-            EvalCallback(
-                eval_env,
-                n_eval_episodes=cfg.eval_episodes,
-                eval_freq=max(1, cfg.eval_every // per_env),
-                best_model_save_path=str(out / "best"),
-                callback_on_new_best=_SaveStats(venv, out / "best" / VECNORM_FILE),
-                log_path=str(out / "eval"),
-                deterministic=True,
-            ),
+            evaluator,
         ]
     )
     start = time.perf_counter()
@@ -299,6 +345,9 @@ def train(
         "rl_steps_per_s": round(cfg.timesteps / max(elapsed, 1e-9), 1),
         "total_wall_time_s": round(time.perf_counter() - run_start, 1),  # warm start included
         "num_timesteps": int(model.num_timesteps),
+        "warm_start_eval_mean_return": warm_score,
+        "eval_mean_returns": [float(np.mean(r)) for r in evaluator.evaluations_results],
+        "best_eval_mean_return": float(evaluator.best_mean_reward),
     }
     (out / "config.json").write_text(json.dumps(done, indent=2) + "\n")
     return policy
@@ -402,7 +451,8 @@ def _fit(
     ret: list[np.ndarray],
     bc: BCSettings,
 ) -> tuple[float, float]:
-    """Regress the policy's mean action on the teacher's and its value on the returns."""
+    """Fit the policy to the teacher's actions (Gaussian log-likelihood) and its value to the
+    returns; returns the last epoch's mean policy and value losses."""
     o = torch.as_tensor(np.concatenate(obs), dtype=torch.float32, device=policy.device)
     a = torch.as_tensor(np.concatenate(act), dtype=torch.float32, device=policy.device)
     r = torch.as_tensor(np.concatenate(ret), dtype=torch.float32, device=policy.device)
@@ -416,8 +466,7 @@ def _fit(
         for k in range(0, n, bc.batch_size):
             idx = perm[k : k + bc.batch_size]
             dist = policy.get_distribution(o[idx])
-            mean = dist.distribution.mean
-            loss_pi = torch.nn.functional.mse_loss(mean, a[idx])
+            loss_pi = -dist.log_prob(a[idx]).mean()
             loss_v = torch.nn.functional.mse_loss(policy.predict_values(o[idx]).squeeze(-1), r[idx])
             optim.zero_grad()
             (loss_pi + 0.5 * loss_v).backward()

@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from planning.encoding import OBS_SIZE
+from planning.encoding import OBS_SIZE, ActionSettings, EnvelopeSettings
 from planning.env import ENV_ID, REWARD_PARTS, EnvSettings, RouteEnv, sample_scenario
 from sim.errors import DrivestackError
 
@@ -72,24 +72,41 @@ def test_reward_is_the_sum_of_its_named_parts() -> None:
     assert {"progress", "discomfort"} <= seen
 
 
-def test_collision_costs_the_leaderboard_coefficient_and_terminates() -> None:
-    # a parked car in the lane and full speed ahead: a vehicle collision (coefficient 0.6)
-    env = RouteEnv()
+def _full_speed_at_a_parked_car(envelope: bool) -> tuple[dict[str, float] | None, bool, float]:
+    """Drive at the limit on the centreline towards a parked car: the reward parts of the
+    collision step (None without one), whether the car was passed, the least speed (m/s)."""
+    action = ActionSettings(envelope=EnvelopeSettings(enabled=envelope))
+    env = RouteEnv(EnvSettings(action=action))
     for seed in range(200):
         env.reset(seed=seed)
         if any(ev.type == "parked_vehicle" for ev in env.scenario.events):
             break
-    parts_hit = None
+    parked_at = next(ev for ev in env.scenario.events if ev.type == "parked_vehicle").at_route_m
+    slowest = np.inf
     for _ in range(3000):
         _, _, terminated, truncated, info = env.step(np.array([1.0, 0.0], dtype=np.float32))
         if "collisions_vehicle" in info["events"]:
-            parts_hit = info["reward_parts"]
             assert terminated
+            return info["reward_parts"], False, slowest
+        if env.world.monitor.progress_m > 40.0:
+            slowest = min(slowest, env._obs.ego.speed if env._obs else np.inf)
+        if terminated or truncated or env.world.monitor.progress_m > parked_at + 10.0:
             break
-        if terminated or truncated:
-            break
+    return None, env.world.monitor.progress_m > parked_at + 10.0, slowest
+
+
+def test_collision_costs_the_leaderboard_coefficient_and_terminates() -> None:
+    # without the envelope, a parked car in the lane and full speed ahead: a vehicle collision
+    # (coefficient 0.6)
+    parts_hit, _, _ = _full_speed_at_a_parked_car(envelope=False)
     assert parts_hit is not None, "the ego never reached the parked car"
     assert parts_hit["collision"] == pytest.approx(-100.0 * (1.0 - 0.6))
+
+
+def test_the_safety_envelope_stops_full_speed_behind_a_parked_car() -> None:
+    parts_hit, passed, slowest = _full_speed_at_a_parked_car(envelope=True)
+    assert parts_hit is None and not passed  # it stopped: passing is the policy's decision
+    assert slowest < 0.1
 
 
 def test_scenarios_come_from_the_seed() -> None:

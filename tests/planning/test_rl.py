@@ -92,3 +92,73 @@ def test_the_shipped_policy_loads_and_plans() -> None:
         plan = planner.update(env._perception, env._obs.route, env._obs.ego)
         assert np.all(np.isfinite(plan.path)) and np.all(plan.speed >= 0.0)
         env.step(planner.last_action)
+
+
+def test_a_constant_baseline_needs_no_file_and_keeps_the_envelope() -> None:
+    planner = RLPlanner(RLPlannerSettings(policy=Path("constant:1,0")))
+    env = RouteEnv()
+    env.reset(seed=1)
+    assert env._obs is not None and env._perception is not None
+    planner.update(env._perception, env._obs.route, env._obs.ego)
+    np.testing.assert_array_equal(planner.last_action, [1.0, 0.0])
+    for bad in ("constant:2,0", "constant:1", "constant:a,b"):
+        with pytest.raises(PolicyError, match="constant:A0,A1"):
+            RLPlanner(RLPlannerSettings(policy=Path(bad)))
+
+
+def test_compare_tabulates_evaluations(tmp_path: Path) -> None:
+    from launch.planner_cli import compare
+    from sim.errors import DrivestackError
+
+    def summary(name: str, scores: list[float], red: float) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        episodes = [
+            {"scenario": sc, "seed": 100, "driving_score": ds}
+            for sc, ds in zip(("a", "a", "b"), scores, strict=True)
+        ]
+        data = {
+            "n_routes": 3,
+            "driving_score": sum(scores) / 3,
+            "driving_score_ci95": 1.0,
+            "route_completion": 100.0,
+            "route_completion_ci95": 0.0,
+            "infraction_penalty": 0.9,
+            "infraction_penalty_ci95": 0.01,
+            "infractions_per_km": {"red_light": red, "route_dev": 0.0},
+            "total_km_driven": 1.2,
+            "stack": {"planner": name, "controller": "pid"},
+            "episodes": episodes,
+        }
+        (folder / "summary.json").write_text(json.dumps(data))
+        return folder
+
+    text = compare(
+        [f"RL={summary('rl', [80, 90, 70], 0.5)}", str(summary("rules", [100, 90, 95], 0))]
+    )
+    assert "| RL | rl | pid | 3 | 80.0 ± 1.0 |" in text
+    assert "| a | 85.0 | 95.0 |" in text and "| b | 70.0 | 95.0 |" in text
+    assert "| red_light | 0.50 | 0.00 |" in text and "route_dev" not in text
+    with pytest.raises(DrivestackError, match=r"summary\.json"):
+        compare([str(tmp_path / "nowhere")])
+
+
+class _OldLayout(gym.Env):
+    """The observation layout before the previous action was dropped (150 floats)."""
+
+    observation_space = gym.spaces.Box(-1000.0, 1000.0, (150,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+        return np.zeros(150, np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple:
+        return np.zeros(150, np.float32), 0.0, True, False, {}
+
+
+def test_a_policy_with_the_old_observation_layout_is_refused(tmp_path: Path) -> None:
+    model = PPO("MlpPolicy", _OldLayout(), n_steps=64, batch_size=64, device="cpu")
+    path = tmp_path / "old.zip"
+    model.save(str(path))
+    with pytest.raises(PolicyMismatchError, match=r"Box\(150,\).*Box\(148,\).*retrain"):
+        RLPlanner(RLPlannerSettings(policy=path))
