@@ -25,9 +25,6 @@ vehicles; the interface is batch-first. Everything stays on ``device``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -38,6 +35,7 @@ from torch import Tensor
 
 from control.models import MODELS, YAW, Model, V, X, Y, rk4
 from control.qp import ADMMSettings, QPResult, solve_qp
+from sim.memory import retain_freed_memory
 from sim.messages import VehicleParams
 
 NU = 2  # inputs: accel (m/s²) and steer (rad), or their commands for the lagged model
@@ -212,35 +210,6 @@ def rollout(model: Model, x0: Tensor, us: Tensor, cfg: MPCSettings) -> Tensor:
     for k in range(us.shape[1]):
         xs.append(rk4(model, xs[-1], us[:, k], cfg.vehicle, cfg.dt_s))
     return torch.stack(xs, 1)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-MMAP_THRESHOLD = 64 << 20  # blocks up to this size come from the heap, not fresh mappings
-TRIM_THRESHOLD = 256 << 20  # free memory the heap keeps for reuse before giving some back
-
-
-@functools.cache
-def retain_freed_memory() -> bool:
-    """Ask glibc's malloc (once per process) to keep freed memory for reuse.
-
-    A large batch allocates and frees tens of megabytes of temporaries per solve. By default
-    glibc maps blocks over 128 KiB afresh and unmaps them when they are freed, so every solve
-    touches new pages, and the page faults cost about as much CPU time as the solve's own
-    arithmetic (measured at 1024 vehicles: about 4 000 faults and half the time of a solve,
-    docs/control.md). Raising the mmap and trim thresholds keeps freed memory in the heap: what
-    PyTorch's CPU tuning guide gets by preloading jemalloc or tcmalloc, without an extra
-    library. The cost: the process keeps up to ``TRIM_THRESHOLD`` of free memory. It changes
-    the whole process's allocator, so it is done only for an MPC on the CPU; no effect (and
-    ``False``) where the C library is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    )
 
 
 class MPC:

@@ -32,6 +32,7 @@ from launch.stack import (
     make_world,
 )
 from sim.errors import DrivestackError
+from sim.memory import retain_freed_memory
 from sim.scenario import builtin_scenarios, load_scenario
 
 EXIT_INPUT = 2
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # freed temporaries stay in the heap: no page faults per tick
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
