@@ -407,16 +407,7 @@ class ObservationEncoder:
         best: _Leader = (math.inf, 0.0, None)
         for j, o in enumerate(objs):
             if o.kind == ActorKind.PEDESTRIAN:
-                preds = np.array(
-                    [
-                        (
-                            o.x + o.speed * math.cos(o.yaw) * t,
-                            o.y + o.speed * math.sin(o.yaw) * t,
-                        )
-                        for t in cfg.pedestrian_predict_s
-                    ]
-                )
-                s_p, d_p = _project(xy, step, preds)
+                s_p, d_p = _pedestrian_ahead(o, xy, step, cfg.pedestrian_predict_s)
                 on = np.flatnonzero(np.abs(d_p) < half_ego + 0.4)
                 if len(on):
                     at = float(np.min(s_p[on]))
@@ -424,14 +415,7 @@ class ObservationEncoder:
                     if at > s_front - 1.0 and gap < best[0]:
                         best = (gap, 0.0, o)
                 continue
-            # heading relative to the path: along-path size depends on it
-            k = min(int(max(s_obj[j], 0.0) / step), len(xy) - 2)
-            t = xy[k + 1] - xy[k]
-            path_yaw = math.atan2(t[1], t[0])
-            rel = math.remainder(o.yaw - path_yaw, 2 * math.pi)
-            across = abs(math.remainder(rel, math.pi)) > math.pi / 4
-            half = o.length / 2 if across else o.width / 2
-            along = o.width / 2 if across else o.length / 2
+            rel, half, along = _extent_on_path(o, xy, step, float(s_obj[j]))
             if abs(d_obj[j]) > half_ego + half or s_obj[j] < s_front - 1.0:
                 continue
             gap = float(s_obj[j]) - s_front - along
@@ -456,16 +440,7 @@ class ObservationEncoder:
             if self._seen_frames.get(o.id, 0) < cfg.confirm_frames:
                 continue
             if o.kind == ActorKind.PEDESTRIAN:
-                preds = np.array(
-                    [
-                        (
-                            o.x + o.speed * math.cos(o.yaw) * t,
-                            o.y + o.speed * math.sin(o.yaw) * t,
-                        )
-                        for t in cfg.pedestrian_predict_s
-                    ]
-                )
-                s_p, d_p = _project(xy, step, preds)
+                s_p, d_p = _pedestrian_ahead(o, xy, step, cfg.pedestrian_predict_s)
                 for sp, dp in zip(s_p, d_p, strict=True):
                     if sp > s_front - 1.0:
                         gap = float(sp) - s_front - 0.3
@@ -474,12 +449,7 @@ class ObservationEncoder:
                 continue
             if s_obj[j] < s_front - 1.0:
                 continue
-            k = min(int(max(s_obj[j], 0.0) / step), len(xy) - 2)
-            t = xy[k + 1] - xy[k]
-            rel = math.remainder(o.yaw - math.atan2(t[1], t[0]), 2 * math.pi)
-            across = abs(math.remainder(rel, math.pi)) > math.pi / 4
-            half = o.length / 2 if across else o.width / 2
-            along = o.width / 2 if across else o.length / 2
+            rel, half, along = _extent_on_path(o, xy, step, float(s_obj[j]))
             out.append(
                 Obstacle(
                     float(s_obj[j]) - s_front - along,
@@ -591,6 +561,34 @@ def _project(xy: FloatArray, step: float, pts: FloatArray) -> tuple[FloatArray, 
     along = (rel[:, 0] * t[:, 0] + rel[:, 1] * t[:, 1]) / seg
     lateral = (t[:, 0] * rel[:, 1] - t[:, 1] * rel[:, 0]) / seg
     return k * step + along, lateral
+
+
+def _pedestrian_ahead(
+    o: DetectedObject, xy: FloatArray, step: float, predict_s: tuple[float, ...]
+) -> tuple[FloatArray, FloatArray]:
+    """Route distance and offset of where pedestrian ``o`` will be at each of ``predict_s``,
+    walking straight on."""
+    preds = np.array(
+        [
+            (o.x + o.speed * math.cos(o.yaw) * t, o.y + o.speed * math.sin(o.yaw) * t)
+            for t in predict_s
+        ]
+    )
+    return _project(xy, step, preds)
+
+
+def _extent_on_path(
+    o: DetectedObject, xy: FloatArray, step: float, s: float
+) -> tuple[float, float, float]:
+    """``o``'s heading relative to the path at route distance ``s`` (rad), and its half
+    extents across and along the path (m): a car standing across the lane is long across it."""
+    k = min(int(max(s, 0.0) / step), len(xy) - 2)
+    t = xy[k + 1] - xy[k]
+    rel = math.remainder(o.yaw - math.atan2(t[1], t[0]), 2 * math.pi)
+    across = abs(math.remainder(rel, math.pi)) > math.pi / 4
+    half = o.length / 2 if across else o.width / 2
+    along = o.width / 2 if across else o.length / 2
+    return rel, half, along
 
 
 # ------------------------------------------------------------------------ safety envelope
