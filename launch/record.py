@@ -21,13 +21,8 @@ from launch.stack import EpisodeRun, Stack, StackConfig, build_stack, make_world
 from sim.backend import World
 from sim.errors import DrivestackError
 from sim.messages import (
-    Control,
     Observation,
-    PerceptionOutput,
-    Plan,
-    RouteAhead,
     VehicleParams,
-    VehicleState,
 )
 from sim.recording import McapSink, Recorder, RecorderSettings, map_lanes
 from sim.recording.derive import DerivingSink
@@ -149,55 +144,27 @@ def build_configured_stack(
 
 # ---------------------------------------------------------------------------------- taps
 class _Tap:
-    """Passes every other attribute (``camera_spec``, ``cfg``, ...) through to the stage."""
+    """A stage whose ``update`` hands its output (and, with ``before``, its input) to the
+    recorder; every other attribute (``camera_spec``, ``cfg``, ...) passes through to the stage."""
 
-    inner: Any
+    def __init__(
+        self, inner: Any, after: Callable[[Any], None], before: Callable[..., None] | None = None
+    ) -> None:
+        self.inner, self.after, self.before = inner, after, before
 
     def __getattr__(self, name: str) -> Any:
         if name == "inner":  # not set yet: no recursion
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-
-class _PerceiverTap(_Tap):
-    def __init__(self, inner: Any, rec: Recorder, on_first: Callable[[], None]) -> None:
-        self.inner, self.rec, self.on_first = inner, rec, on_first
-
     def reset(self) -> None:
         self.inner.reset()
 
-    def update(self, obs: Observation) -> PerceptionOutput:
-        if self.rec.frames == 0:
-            self.on_first()
-        self.rec.observation(obs)
-        out = self.inner.update(obs)
-        self.rec.perception(out)
-        return out
-
-
-class _PlannerTap(_Tap):
-    def __init__(self, inner: Any, rec: Recorder) -> None:
-        self.inner, self.rec = inner, rec
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def update(self, perception: PerceptionOutput, route: RouteAhead, ego: VehicleState) -> Plan:
-        out = self.inner.update(perception, route, ego)
-        self.rec.plan(out)
-        return out
-
-
-class _ControllerTap(_Tap):
-    def __init__(self, inner: Any, rec: Recorder) -> None:
-        self.inner, self.rec = inner, rec
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def update(self, plan: Plan, state: VehicleState) -> Control:
-        out = self.inner.update(plan, state)
-        self.rec.control(out)
+    def update(self, *args: Any) -> Any:
+        if self.before is not None:
+            self.before(*args)
+        out = self.inner.update(*args)
+        self.after(out)
         return out
 
 
@@ -243,10 +210,12 @@ def run_recorded(
     recorder.begin(scenario.model_dump(mode="json"), config, lanes, signs)
     last: list[Observation] = []
 
-    def first() -> None:
-        route = getattr(world, "route", None)
-        if route is not None:
-            recorder.begin_route(route.xy)
+    def observe(obs: Observation) -> None:  # before perception: the tick's observation
+        if recorder.frames == 0:
+            route = getattr(world, "route", None)  # known once the episode has started
+            if route is not None:
+                recorder.begin_route(route.xy)
+        recorder.observation(obs)
 
     def step(obs: Observation) -> None:
         last[:] = [obs]
@@ -254,9 +223,9 @@ def run_recorded(
             on_step(obs)
 
     tapped = Stack(
-        _PerceiverTap(stack.perceiver, recorder, first),
-        _PlannerTap(stack.planner, recorder),
-        _ControllerTap(stack.controller, recorder),  # type: ignore[arg-type]
+        _Tap(stack.perceiver, recorder.perception, before=observe),
+        _Tap(stack.planner, recorder.plan),
+        _Tap(stack.controller, recorder.control),  # type: ignore[arg-type]  # Controller is an ABC
     )
     status = "unknown"
     result: dict[str, Any] | None = None
