@@ -78,7 +78,22 @@ def _moved(xs: Array, pose: Array) -> Array:
     return xs
 
 
-class IpoptMPC:
+class _WarmStarted:
+    """The warm start both references keep: the previous solution's states ``(N+1, nx)`` and block
+    inputs ``(M, 2)``, re-expressed when the frame moves and shifted by each solve."""
+
+    _warm: tuple[Array, Array] | None = None
+
+    def reset(self) -> None:
+        self._warm = None
+
+    def move_frame(self, pose: Array) -> None:
+        """Re-express the warm start in a frame whose pose in the old one is ``(3,)``."""
+        if self._warm is not None:
+            self._warm = (_moved(self._warm[0], pose), self._warm[1])
+
+
+class IpoptMPC(_WarmStarted):
     """The MPC problem as a CasADi NLP solved by IPOPT (exact Hessian, multiple shooting).
 
     :param settings: the settings our MPC uses
@@ -152,14 +167,6 @@ class IpoptMPC:
         self._warm: tuple[Array, Array] | None = None
         self.last_cost = float("nan")
 
-    def reset(self) -> None:
-        self._warm = None
-
-    def move_frame(self, pose: Array) -> None:
-        """Re-express the warm start in a frame whose pose in the old one is ``(3,)``."""
-        if self._warm is not None:
-            self._warm = (_moved(self._warm[0], pose), self._warm[1])
-
     def solve(self, x0: Array, ref: Array, u_prev: Array) -> tuple[Array, Array, Array, bool]:
         """Solve one problem; returns ``u0 (2,)``, ``X (N+1, nx)``, ``U (N, 2)``, success.
 
@@ -192,7 +199,7 @@ class IpoptMPC:
         return us[0].copy(), xs, us, bool(self._solver.stats()["success"])
 
 
-class OsqpMPC:
+class OsqpMPC(_WarmStarted):
     """One real-time iteration of the MPC problem, the QP solved by OSQP.
 
     Variables: state deviations ``δx_1..δx_N`` from the linearisation point and the block
@@ -277,14 +284,6 @@ class OsqpMPC:
         perm = mat.data.astype(np.int64) - 1
         mat.data[:] = 1.0
         return mat, perm
-
-    def reset(self) -> None:
-        self._warm = None
-
-    def move_frame(self, pose: Array) -> None:
-        """Re-express the warm start in a frame whose pose in the old one is ``(3,)``."""
-        if self._warm is not None:
-            self._warm = (_moved(self._warm[0], pose), self._warm[1])
 
     def solve(self, x0: Array, ref: Array, u_prev: Array) -> tuple[Array, Array, Array, bool]:
         """One real-time iteration; returns ``u0 (2,)``, ``X (N+1, nx)``, ``U (N, 2)``, solved."""
