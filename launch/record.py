@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from launch.argtypes import positive_int
 from launch.stack import EpisodeRun, Stack, StackConfig, build_stack, make_world, run_episode
 from sim.backend import World
 from sim.errors import DrivestackError
@@ -426,6 +427,11 @@ def run_or_record(
 def add_bench_record_args(bench: argparse.ArgumentParser) -> None:
     """Options of ``bench record`` (``--steps`` and ``--seed`` are shared with ``bench sim``)."""
     bench.add_argument("--scenario", default="town_loop", help="bench record: the scenario")
-    bench.add_argument("--repeats", type=int, default=3, help="bench record: runs of each kind")
+    bench.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="bench record: alternating pairs of runs (medians are reported)",
+    )
     bench.add_argument("--out", default="runs/bench", help="bench record: where the file goes")
     bench.add_argument("--camera", metavar="WxH", help="bench record: add a front camera")

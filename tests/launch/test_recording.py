@@ -290,3 +290,9 @@ def test_bench_record_prints_overheads_and_size(tmp_path: Path) -> None:
     in_recorder = float(lines["in the recorder"].split()[3])
     assert in_recorder > 0.0  # the recorder's own time in the loop is measured
     assert "MB per minute" in lines["recording size"]
+
+
+def test_bench_record_refuses_zero_repeats() -> None:
+    proc = cli("bench", "record", "--repeats", "0")
+    assert proc.returncode == 2
+    assert "--repeats: expected a positive integer, got 0" in proc.stderr
