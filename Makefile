@@ -42,7 +42,7 @@ bench: $(VENV)/.dev
 	$(PY) -m launch bench sim
 	$(PY) -m launch bench camera
 	$(PY) -m launch bench env --steps 5000
-	$(PY) -m launch bench record --steps 1200 --repeats 5
+	$(PY) -m launch bench record --steps 1200 --repeats 10
 	OMP_NUM_THREADS=1 $(PY) -m launch bench mpc
 
 clean:

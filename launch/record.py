@@ -215,7 +215,7 @@ def run_recorded(
         if recorder.frames == 0:
             route = getattr(world, "route", None)  # known once the episode has started
             if route is not None:
-                recorder.begin_route(route.xy)
+                recorder.begin_route(route)
         recorder.observation(obs)
 
     def step(obs: Observation) -> None:
@@ -318,7 +318,8 @@ def bench_record(
     recording's size per minute of simulated driving.
 
     Overheads are medians over the pairs of each pair's ratio (the two runs of a pair are
-    seconds apart, so a VM whose speed drifts over minutes disturbs them alike), for the loop
+    seconds apart, so a VM whose speed drifts over minutes disturbs them alike, and every other
+    pair runs the recorded episode first), for the loop
     process's CPU time and for wall time; beside them, the time the loop spent inside the
     recorder's calls (encoding and handing over the messages), which no other process can
     inflate, and the writer process's CPU time."""
@@ -336,8 +337,10 @@ def bench_record(
     in_recorder: list[float] = []
     writer_cpu: list[float] = []
     run_episode(make_world(cfg.backend), build_stack(cfg), scenario, seed, 20)  # warm caches
-    for _ in range(repeats):
-        for recording in (False, True):
+    for pair in range(repeats):
+        # ABBA: every other pair records first, so a drift of the VM's speed over the
+        # benchmark does not always count against the same side
+        for recording in (False, True) if pair % 2 == 0 else (True, False):
             world = make_world(cfg.backend)
             stack = build_stack(cfg)
             children = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -234,7 +234,10 @@ def closed_loop(
         limit = max_steps
     full_length = limit is None or limit >= recorded_ticks
     sink = CompareSink(rec, compare_result=full_length and rec.complete)
-    settings = RecorderSettings(**rec.config.get("recorder", {}))
+    # one tick at a time: the episode stops at the frame where it diverged
+    settings = dataclasses.replace(
+        RecorderSettings(**rec.config.get("recorder", {})), batch_ticks=1
+    )
     recorder = Recorder(DerivingSink(sink, settings), settings)
     stack = build_configured_stack(stack_cfg, _recorded_settings(rec, stack_cfg), overrides)
     world = make_world(stack_cfg.backend)

@@ -25,7 +25,7 @@ import numpy as np
 
 from sim.errors import DrivestackError
 from sim.metrics import PENALTY_COEFFICIENTS
-from sim.recording import Recording, camera_topics, read_recording
+from sim.recording import Recording, camera_topics, codec, read_recording
 from sim.recording.codec import unpack
 from sim.recording.foxglove import lines_of
 
@@ -319,7 +319,7 @@ def _draw_camera(
 
 def _draw_bev(
     d: dict[str, Any],
-    static: Any,
+    static: codec.StaticGT,
     lanes: list[np.ndarray],
     veh: Any,
     perception: list[dict[str, Any]],
@@ -339,8 +339,8 @@ def _draw_bev(
             continue
         pts = _to_px(ego.to_ego(lane)).astype(np.int32)
         cv2.polylines(img, [pts], False, (110, 110, 110), 1, cv2.LINE_AA)
-    r = d["route"]
-    route = unpack(r["floats"]).reshape(-1, 5)[:, :2]
+    ahead = codec.decode_route_ahead(d["route"], static, ego)
+    route = ahead.xy
     cv2.polylines(img, [_to_px(route).astype(np.int32)], False, (60, 200, 220), 2, cv2.LINE_AA)
     af = unpack(d["actors"]["floats"]).reshape(-1, 7)
     ai = unpack(d["actors"]["ints"]).reshape(-1, 2)
@@ -372,7 +372,7 @@ def _draw_bev(
     off = veh.center_offset_m
     ego_box = _to_px(_box_corners(off, 0.0, 0.0, veh.length_m, veh.width_m)).astype(np.int32)
     cv2.fillPoly(img, [ego_box], (255, 255, 255))
-    limit = unpack(r["floats"]).reshape(-1, 5)[:1, 3]
+    limit = ahead.speed_limit_mps[:1]
     text = f"t {ego.t:5.1f} s  v {ego.speed * 3.6:5.1f} km/h"
     if len(limit):
         text += f"  limit {limit[0] * 3.6:.0f}"

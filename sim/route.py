@@ -16,10 +16,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.errors import RouteError
-from sim.map import KMH, RoadMap, project_s
 from sim.messages import FloatArray, RouteAhead, VehicleState
 
+# sim.map (and with it the carla client library, 30 ms to load) is imported where routes are
+# planned, not here: a recording's writer process needs only Route and route_slice
 if TYPE_CHECKING:
+    from sim.map import RoadMap
     from sim.scenario import RouteSpec
 
 SNAP_RADIUS_M = 6.0  # a route waypoint must lie within this distance of a driving lane
@@ -57,6 +59,8 @@ class Route:
 
 def _candidates(road_map: RoadMap, x: float, y: float) -> list[tuple[int, float]]:
     """Lane segments passing within SNAP_RADIUS_M of a point, with the point's s on each."""
+    from sim.map import project_s
+
     near: list[tuple[float, int, float]] = []
     for seg in road_map.segments:
         d2 = float(np.min(np.sum((seg.xy - (x, y)) ** 2, axis=1)))
@@ -194,6 +198,8 @@ def _densify(
     road_map: RoadMap, pieces: list[tuple[list[int], float, float]], step_m: float
 ) -> Route:
     """Concatenate ``(segments, s_start_on_first, s_end_on_last)`` pieces and resample."""
+    from sim.map import KMH
+
     xy_parts, seg_parts, lim_parts = [], [], []
     for chain, s_start, s_end in pieces:
         for k, i in enumerate(chain):
@@ -259,8 +265,15 @@ def route_for(road_map: RoadMap, spec: RouteSpec, rng: np.random.Generator) -> R
 def route_ahead(route: Route, i0: int, ego: VehicleState) -> RouteAhead:
     """The route from index ``i0`` for :data:`ROUTE_AHEAD_M`, in ``ego``'s frame; every backend
     gives its stages this."""
+    i1 = min(len(route.s), i0 + int(ROUTE_AHEAD_M / route.step_m) + 1)
+    return route_slice(route, i0, i1, ego)
+
+
+def route_slice(route: Route, i0: int, i1: int, ego: VehicleState) -> RouteAhead:
+    """Route points ``i0:i1`` in ``ego``'s frame. The map data are views of the route's arrays
+    and the geometry is computed element by element, so the same arguments always give the same
+    bits (a recording stores ``i0``, ``i1`` and rebuilds the slice from the route)."""
     r = route
-    i1 = min(len(r.s), i0 + int(ROUTE_AHEAD_M / r.step_m) + 1)
     return RouteAhead(
         xy=ego.to_ego(r.xy[i0:i1]),
         yaw=np.remainder(r.yaw[i0:i1] - ego.yaw + np.pi, 2 * np.pi) - np.pi,

@@ -34,6 +34,7 @@ from sim.messages import (
     SignType,
     VehicleState,
 )
+from sim.route import Route, route_slice
 
 JSON = dict[str, Any]
 
@@ -43,6 +44,8 @@ _ACTOR_FLOATS = ("x", "y", "yaw", "speed", "length", "width", "height")
 _ACTOR_INTS = ("id", "kind")
 _ROUTE_FLOATS = ("x", "y", "yaw", "speed_limit_mps", "lane_width_m")
 _ROUTE_INTS = ("left_lane", "junction")
+_WHOLE_ROUTE_FLOATS = ("xy", "yaw", "s", "speed_limit_mps", "lane_width_m")  # xy: 2 columns
+_WHOLE_ROUTE_INTS = ("segment", "left_lane", "junction")
 _CAMERA_ARRAYS = (
     "boxes",
     "box_class",
@@ -189,27 +192,76 @@ def decode_light(d: JSON) -> LightGT:
     return LightGT(**(d | {"state": LightState(d["state"])}))
 
 
-def encode_static(obs: Observation) -> JSON:
-    """The ground truth that stays fixed for an episode (written once, at frame 0)."""
+def encode_static(obs: Observation, route: Route | None = None) -> JSON:
+    """What stays fixed for an episode (written once, at frame 0): the signs, the light heads
+    and, when the backend knows it, the whole route."""
     gt = obs.ground_truth
-    return {
+    out: JSON = {
         "signs": [encode_sign(s) for s in gt.signs],
         "lights": [encode_light(g) for g in gt.lights],
     }
+    if route is not None:
+        out["route"] = encode_route(route)
+    return out
+
+
+def encode_route(route: Route) -> JSON:
+    """A whole route (map frame) as a float and an integer block."""
+    floats = _columns([getattr(route, n) for n in _WHOLE_ROUTE_FLOATS], np.float64)
+    ints = _columns([getattr(route, n) for n in _WHOLE_ROUTE_INTS], np.int64)
+    return {
+        "columns": ["x", "y", *_WHOLE_ROUTE_FLOATS[1:], *_WHOLE_ROUTE_INTS],
+        "floats": pack(floats),
+        "ints": pack(ints),
+        "step_m": route.step_m,
+    }
+
+
+def decode_route(d: JSON) -> Route:
+    f, i = unpack(d["floats"]), unpack(d["ints"])
+    cols = {n: np.ascontiguousarray(f[:, k + 1]) for k, n in enumerate(_WHOLE_ROUTE_FLOATS)}
+    cols["xy"] = np.ascontiguousarray(f[:, 0:2])
+    cols |= {n: np.ascontiguousarray(i[:, k]) for k, n in enumerate(_WHOLE_ROUTE_INTS)}
+    return Route(**cols, step_m=d["step_m"])
+
+
+def route_index(ahead: RouteAhead, route: Route) -> int | None:
+    """The index of ``ahead``'s first point in ``route`` when ``ahead`` is a slice of it
+    (:func:`sim.route.route_slice`, which is how every backend makes it), else ``None``.
+
+    It must start at a route point, fit in the route, and hold the route's own arrays (views,
+    not copies: nothing but the route code makes those); its geometry is then the route's seen
+    from the observation's ego, which the decoder recomputes bit for bit.
+    """
+    n = len(ahead.yaw)
+    if n == 0 or ahead.step_m != route.step_m:
+        return None
+    i0 = int(np.searchsorted(route.s, ahead.s0_m))
+    if i0 + n > len(route.s) or route.s[i0] != ahead.s0_m:
+        return None
+    limit, own = ahead.speed_limit_mps, route.speed_limit_mps
+    if limit.base is None or limit.base is not (own if own.base is None else own.base):
+        return None
+    if limit[0] != own[i0] or limit[-1] != own[i0 + n - 1]:
+        return None
+    return i0
 
 
 class StaticGT:
-    """The episode's fixed ground truth: per-tick lights are written as states against it, and
-    signs only when they differ from it."""
+    """The episode's fixed ground truth: per-tick lights are written as states against it,
+    signs only when they differ from it, and the route ahead as a slice of its route."""
 
-    def __init__(self, signs: tuple[SignGT, ...], lights: tuple[LightGT, ...]) -> None:
+    def __init__(
+        self, signs: tuple[SignGT, ...], lights: tuple[LightGT, ...], route: Route | None = None
+    ) -> None:
         self.signs = signs
         self.lights = lights
         self.light_ids = tuple(g.id for g in lights)
+        self.route = route
 
     @classmethod
-    def of(cls, obs: Observation) -> StaticGT:
-        return cls(obs.ground_truth.signs, obs.ground_truth.lights)
+    def of(cls, obs: Observation, route: Route | None = None) -> StaticGT:
+        return cls(obs.ground_truth.signs, obs.ground_truth.lights, route)
 
     @classmethod
     def decode(cls, d: JSON) -> StaticGT:
@@ -217,6 +269,7 @@ class StaticGT:
         return cls(
             tuple(decode_sign(s) for s in d["signs"]),
             tuple(decode_light(g) for g in d["lights"]),
+            decode_route(d["route"]) if "route" in d else None,
         )
 
 
@@ -261,8 +314,15 @@ def encode_observation(obs: Observation, static: StaticGT) -> str:
     r = obs.route
     a = obs.ground_truth.actors
     gt = obs.ground_truth
-    route_f = _columns([r.xy, r.yaw, r.speed_limit_mps, r.lane_width_m], np.float64)
-    route_i = _columns([r.left_lane, r.junction], np.int64)
+    i0 = None if static.route is None else route_index(r, static.route)
+    if i0 is None:
+        route_f = _columns([r.xy, r.yaw, r.speed_limit_mps, r.lane_width_m], np.float64)
+        route_i = _columns([r.left_lane, r.junction], np.int64)
+        blocks = (
+            f'"columns":{_ROUTE_COLUMNS},"floats":{pack_json(route_f)},"ints":{pack_json(route_i)}'
+        )
+    else:  # the common case: points i0:i0+n of the route in /world/static
+        blocks = f'"index":{i0},"n":{len(r.yaw)}'
     actor_f = _columns([getattr(a, n) for n in _ACTOR_FLOATS], np.float64)
     actor_i = _columns([getattr(a, n) for n in _ACTOR_INTS], np.int64)
     if gt.lights and tuple(g.id for g in gt.lights) == static.light_ids:
@@ -272,8 +332,7 @@ def encode_observation(obs: Observation, static: StaticGT) -> str:
     parts = [
         f'{{"t":{num(obs.t)},"frame":{obs.frame},"valid":{flag(obs.valid)},',
         f'"ego":{encode_ego(obs.ego)},',
-        f'"route":{{"columns":{_ROUTE_COLUMNS},',
-        f'"floats":{pack_json(route_f)},"ints":{pack_json(route_i)},',
+        f'"route":{{{blocks},',
         f'"step_m":{num(r.step_m)},"s0_m":{num(r.s0_m)},"remaining_m":{num(r.remaining_m)}}},',
         f'"events":{encode_events(obs.events)},',
         f'"actors":{{"columns":{_ACTOR_COLUMNS},',
@@ -294,19 +353,8 @@ def decode_observation(
 ) -> Observation:
     """The observation :func:`encode_observation` wrote; ``images`` holds each camera's
     decoded pixels for this frame."""
-    r = d["route"]
-    rf, ri = unpack(r["floats"]).reshape(-1, 5), unpack(r["ints"]).reshape(-1, 2)
-    route = RouteAhead(
-        xy=np.ascontiguousarray(rf[:, 0:2]),
-        yaw=np.ascontiguousarray(rf[:, 2]),
-        speed_limit_mps=np.ascontiguousarray(rf[:, 3]),
-        lane_width_m=np.ascontiguousarray(rf[:, 4]),
-        left_lane=np.ascontiguousarray(ri[:, 0]),
-        junction=np.ascontiguousarray(ri[:, 1]),
-        step_m=r["step_m"],
-        s0_m=r["s0_m"],
-        remaining_m=r["remaining_m"],
-    )
+    ego = decode_ego(d["ego"])
+    route = decode_route_ahead(d["route"], static, ego)
     af = unpack(d["actors"]["floats"]).reshape(-1, len(_ACTOR_FLOATS))
     ai = unpack(d["actors"]["ints"]).reshape(-1, len(_ACTOR_INTS))
     actors = ActorsGT(
@@ -327,7 +375,7 @@ def decode_observation(
     return Observation(
         t=d["t"],
         frame=d["frame"],
-        ego=decode_ego(d["ego"]),
+        ego=ego,
         route=route,
         events=tuple(decode_event(e) for e in d["events"]),
         ground_truth=GroundTruth(actors, signs, lights),
@@ -346,6 +394,27 @@ _NO_OBJECTS = (
     f'"floats":{pack_json(np.zeros((0, len(_OBJECT_FLOATS))))},'
     f'"ints":{pack_json(np.zeros((0, len(_OBJECT_INTS)), dtype=np.int64))},"box":[]'
 )
+
+
+def decode_route_ahead(r: JSON, static: StaticGT, ego: VehicleState) -> RouteAhead:
+    """An observation's route ahead: its own blocks, or the slice of the episode's route (in
+    ``static``) that :func:`encode_observation` referred to, rebuilt from ``ego``."""
+    if "index" in r:
+        if static.route is None:
+            raise ValueError("the route ahead refers to a route, but /world/static has none")
+        return route_slice(static.route, r["index"], r["index"] + r["n"], ego)
+    rf, ri = unpack(r["floats"]).reshape(-1, 5), unpack(r["ints"]).reshape(-1, 2)
+    return RouteAhead(
+        xy=np.ascontiguousarray(rf[:, 0:2]),
+        yaw=np.ascontiguousarray(rf[:, 2]),
+        speed_limit_mps=np.ascontiguousarray(rf[:, 3]),
+        lane_width_m=np.ascontiguousarray(rf[:, 4]),
+        left_lane=np.ascontiguousarray(ri[:, 0]),
+        junction=np.ascontiguousarray(ri[:, 1]),
+        step_m=r["step_m"],
+        s0_m=r["s0_m"],
+        remaining_m=r["remaining_m"],
+    )
 
 
 def encode_perception(p: PerceptionOutput) -> str:

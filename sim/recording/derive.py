@@ -17,8 +17,9 @@ import numpy as np
 
 from sim.metrics import PENALTY_COEFFICIENTS
 from sim.recording import foxglove
-from sim.recording.codec import num, unpack
+from sim.recording.codec import decode_ego, decode_route, num, unpack
 from sim.recording.writer import RAW_IMAGE, RecorderSettings, from_raw_image
+from sim.route import Route, route_slice
 
 log = logging.getLogger(__name__)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -40,6 +41,7 @@ class Deriver:
         self._penalty = 1.0
         self._perception: dict[str, Any] | None = None
         self._plan: dict[str, Any] | None = None
+        self._route: Route | None = None
 
     def derive(self, topic: str, ns: int, data: bytes) -> list[tuple[str, str, int, bytes]]:
         if topic == "/observation":
@@ -51,7 +53,9 @@ class Deriver:
         elif topic == "/control":
             return self._stack(ns)
         elif topic == "/world/static":
-            lights = json.loads(data)["lights"]
+            static = json.loads(data)
+            self._route = decode_route(static["route"]) if "route" in static else None
+            lights = static["lights"]
             self._lights = np.array(
                 [[g["id"], g["x"], g["y"], g["z"], g["yaw"]] for g in lights], dtype=np.float64
             ).reshape(-1, 5)
@@ -102,7 +106,14 @@ class Deriver:
             self._penalty *= PENALTY_COEFFICIENTS.get(kind, 1.0)
             self._counts_json = _ENCODER.encode(self._counts)
         r, e = d["route"], d["ego"]
-        first = unpack(r["floats"]).reshape(-1, 5)[:1]  # x, y, yaw, limit, width
+        if "index" in r:  # a slice of the route in /world/static: rebuild its first point
+            if self._route is None:
+                raise ValueError("the route ahead refers to a route, but /world/static has none")
+            i0 = r["index"]
+            head = route_slice(self._route, i0, i0 + min(r["n"], 1), decode_ego(e))
+            first = np.column_stack([head.xy, head.yaw, head.speed_limit_mps])
+        else:
+            first = unpack(r["floats"]).reshape(-1, 5)[:1]  # x, y, yaw, limit, width
         if len(first):
             # route point 0 is the ego's projection on the centreline, in the ego frame
             limit = num(first[0, 3])

@@ -169,8 +169,13 @@ OURS: dict[str, JSON] = {
     ),
     "drivestack.WorldStatic": _obj(
         "drivestack.WorldStatic",
-        {"signs": _array({"type": "object"}), "lights": _array({"type": "object"})},
-        "Ground truth that does not change during the episode (signs, light heads)",
+        {
+            "signs": _array({"type": "object"}),
+            "lights": _array({"type": "object"}),
+            "route": {"type": "object"},
+        },
+        "What does not change during the episode: signs, light heads and the whole route "
+        "(map frame; " + _PACKED + ")",
     ),
     "drivestack.Observation": _obj(
         "drivestack.Observation",
@@ -185,7 +190,9 @@ OURS: dict[str, JSON] = {
             "lights": {"type": "object"},
             "sensors": {"type": "object"},
         },
-        "What the world gave the stack; " + _PACKED,
+        "What the world gave the stack; the route ahead is its own blocks or, when it is "
+        "points index..index+n of the route in /world/static, those two numbers (it is that "
+        "slice seen from the ego); " + _PACKED,
     ),
     "drivestack.PerceptionOutput": _obj(
         "drivestack.PerceptionOutput",

@@ -3,6 +3,7 @@ camera images, and files left by runs that were interrupted or killed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -15,14 +16,18 @@ from mcap.reader import make_reader
 
 from launch.record import record_episode
 from launch.stack import StackConfig, build_stack, make_world
+from sim.messages import Observation
 from sim.recording import Recorder, RecorderSettings, camera_topics, codec, read_recording
+from sim.recording.derive import Deriver
 from sim.recording.writer import (
+    _ENCODER,
     FORMAT_VERSION,
     RESULT_TOPIC,
     STAGE_TOPICS,
     STATIC_TOPICS,
     WORLD_TOPICS,
 )
+from sim.route import Route
 from sim.scenario import load_scenario
 from tests.launch.recording_helpers import CAMERA_SCENARIO, ROOT, cli, record
 
@@ -296,3 +301,90 @@ def test_bench_record_refuses_zero_repeats() -> None:
     proc = cli("bench", "record", "--repeats", "0")
     assert proc.returncode == 2
     assert "--repeats: expected a positive integer, got 0" in proc.stderr
+
+
+def _live_episode(
+    path: Path, steps: int, settings: RecorderSettings
+) -> tuple[dict[int, Observation], Route]:
+    """Record ``steps`` steps of town_loop; return the observations the stack was given (by
+    frame) and the episode's route."""
+    seen: dict[int, Observation] = {}
+    cfg = StackConfig()
+    world = make_world(cfg.backend)
+    record_episode(
+        path,
+        world,
+        build_stack(cfg),
+        cfg,
+        load_scenario("town_loop"),
+        0,
+        steps,
+        lambda obs: seen.__setitem__(obs.frame, obs),
+        settings,
+    )
+    return seen, world.route  # type: ignore[attr-defined]  # the embedded world has one
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_the_route_is_written_once_and_each_route_ahead_as_a_slice_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "slices.mcap"
+    live, _ = _live_episode(path, 30, RecorderSettings(writer="inline"))
+    rec = read_recording(path)
+    assert "route" in rec.json("/world/static")[0]
+    routes = [d["route"] for d in rec.json("/observation")]
+    assert all("index" in r and "floats" not in r for r in routes)  # two numbers, not points
+    assert [r["index"] for r in routes] == sorted(r["index"] for r in routes)
+    decoded = list(rec.observations())
+    assert len(live) == 30
+    for got in decoded[1:]:  # the stack's callback saw frames 1..30
+        obs = live[got.frame]
+        for name in ("xy", "yaw", "speed_limit_mps", "lane_width_m", "left_lane", "junction"):
+            assert _same_bits(getattr(obs.route, name), getattr(got.route, name)), name
+        assert (obs.route.s0_m, obs.route.remaining_m) == (got.route.s0_m, got.route.remaining_m)
+
+
+def test_a_route_ahead_that_is_not_a_slice_of_the_route_is_written_whole(tmp_path: Path) -> None:
+    """Copied (or edited) arrays are not the route's: they are written as they are, and the
+    derived metrics do not depend on the form."""
+    path = tmp_path / "whole.mcap"
+    live, route = _live_episode(path, 3, RecorderSettings(writer="inline"))
+    obs = live[3]
+    static = codec.StaticGT.of(obs, route)
+    r = obs.route
+    copied = dataclasses.replace(
+        obs, route=dataclasses.replace(r, speed_limit_mps=r.speed_limit_mps.copy())
+    )
+    assert "index" in json.loads(codec.encode_observation(obs, static))["route"]
+    text = codec.encode_observation(copied, static)
+    assert "floats" in json.loads(text)["route"]
+    back = codec.decode_observation(json.loads(text), static)
+    assert _same_bits(back.route.xy, r.xy)
+    assert _same_bits(back.route.speed_limit_mps, r.speed_limit_mps)
+
+    def metrics(text: str) -> bytes:
+        deriver = Deriver()
+        static_json = _ENCODER.encode(codec.encode_static(obs, static.route)).encode()
+        deriver.derive("/world/static", 0, static_json)
+        out = deriver.derive("/observation", 0, text.encode())
+        return next(data for topic, _, _, data in out if topic == "/metrics")
+
+    assert metrics(codec.encode_observation(obs, static)) == metrics(text)
+
+
+def test_encoding_in_batches_writes_the_same_bytes(tmp_path: Path) -> None:
+    one, batched = tmp_path / "one.mcap", tmp_path / "batched.mcap"
+    _live_episode(one, 45, RecorderSettings(writer="inline", batch_ticks=1))
+    _live_episode(batched, 45, RecorderSettings(writer="inline", batch_ticks=20))
+    a, b = read_recording(one), read_recording(batched)
+    assert set(a.messages) == set(b.messages)
+    for topic, messages in a.messages.items():
+        if topic != "/config":  # which records batch_ticks
+            assert messages == b.messages[topic], topic
+
+
+def test_a_batch_of_no_ticks_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_ticks 0: allowed 1 or more"):
+        Recorder(McapSinkStub(), RecorderSettings(batch_ticks=0))
