@@ -339,7 +339,7 @@ def _draw_bev(
             continue
         pts = _to_px(ego.to_ego(lane)).astype(np.int32)
         cv2.polylines(img, [pts], False, (110, 110, 110), 1, cv2.LINE_AA)
-    ahead = codec.decode_route_ahead(d["route"], static, ego)
+    ahead = codec.decode_route_ahead(d["route"], static.route, ego)
     route = ahead.xy
     cv2.polylines(img, [_to_px(route).astype(np.int32)], False, (60, 200, 220), 2, cv2.LINE_AA)
     af = unpack(d["actors"]["floats"]).reshape(-1, 7)

@@ -354,7 +354,7 @@ def decode_observation(
     """The observation :func:`encode_observation` wrote; ``images`` holds each camera's
     decoded pixels for this frame."""
     ego = decode_ego(d["ego"])
-    route = decode_route_ahead(d["route"], static, ego)
+    route = decode_route_ahead(d["route"], static.route, ego)
     af = unpack(d["actors"]["floats"]).reshape(-1, len(_ACTOR_FLOATS))
     ai = unpack(d["actors"]["ints"]).reshape(-1, len(_ACTOR_INTS))
     actors = ActorsGT(
@@ -396,13 +396,13 @@ _NO_OBJECTS = (
 )
 
 
-def decode_route_ahead(r: JSON, static: StaticGT, ego: VehicleState) -> RouteAhead:
-    """An observation's route ahead: its own blocks, or the slice of the episode's route (in
-    ``static``) that :func:`encode_observation` referred to, rebuilt from ``ego``."""
+def decode_route_ahead(r: JSON, route: Route | None, ego: VehicleState) -> RouteAhead:
+    """An observation's route ahead: its own blocks, or the slice of the episode's ``route``
+    (from ``/world/static``) that :func:`encode_observation` referred to, rebuilt from ``ego``."""
     if "index" in r:
-        if static.route is None:
+        if route is None:
             raise ValueError("the route ahead refers to a route, but /world/static has none")
-        return route_slice(static.route, r["index"], r["index"] + r["n"], ego)
+        return route_slice(route, r["index"], r["index"] + r["n"], ego)
     rf, ri = unpack(r["floats"]).reshape(-1, 5), unpack(r["ints"]).reshape(-1, 2)
     return RouteAhead(
         xy=np.ascontiguousarray(rf[:, 0:2]),

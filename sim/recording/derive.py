@@ -17,9 +17,9 @@ import numpy as np
 
 from sim.metrics import PENALTY_COEFFICIENTS
 from sim.recording import foxglove
-from sim.recording.codec import decode_ego, decode_route, num, unpack
+from sim.recording.codec import decode_ego, decode_route, decode_route_ahead, num, unpack
 from sim.recording.writer import RAW_IMAGE, RecorderSettings, from_raw_image
-from sim.route import Route, route_slice
+from sim.route import Route
 
 log = logging.getLogger(__name__)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -106,18 +106,11 @@ class Deriver:
             self._penalty *= PENALTY_COEFFICIENTS.get(kind, 1.0)
             self._counts_json = _ENCODER.encode(self._counts)
         r, e = d["route"], d["ego"]
-        if "index" in r:  # a slice of the route in /world/static: rebuild its first point
-            if self._route is None:
-                raise ValueError("the route ahead refers to a route, but /world/static has none")
-            i0 = r["index"]
-            head = route_slice(self._route, i0, i0 + min(r["n"], 1), decode_ego(e))
-            first = np.column_stack([head.xy, head.yaw, head.speed_limit_mps])
-        else:
-            first = unpack(r["floats"]).reshape(-1, 5)[:1]  # x, y, yaw, limit, width
-        if len(first):
+        ahead = decode_route_ahead(r, self._route, decode_ego(e))
+        if len(ahead.yaw):
             # route point 0 is the ego's projection on the centreline, in the ego frame
-            limit = num(first[0, 3])
-            cross_track, heading_err = num(-first[0, 1]), num(-first[0, 2])
+            limit = num(ahead.speed_limit_mps[0])
+            cross_track, heading_err = num(-ahead.xy[0, 1]), num(-ahead.yaw[0])
         else:
             limit, cross_track, heading_err = "null", "0.0", "0.0"
         s0, total = r["s0_m"], r["s0_m"] + r["remaining_m"]
