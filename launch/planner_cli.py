@@ -164,9 +164,10 @@ def bench_env(steps: int, seed: int) -> str:
     episodes = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for _ in range(steps):
-        action = rng.uniform(-0.2, 1.0, size=2).astype(np.float32) * np.array(
+        drive = rng.uniform(-0.2, 1.0, size=2).astype(np.float32) * np.array(
             [1.0, 0.1], dtype=np.float32
         )
+        action = np.append(drive, np.float32(-1.0))  # speed, offset; no stop at lines
         _, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             episodes += 1

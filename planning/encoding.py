@@ -4,8 +4,10 @@
 fixed-size ``float32`` vector (the layout is :data:`OBS_LAYOUT`; units below). It is stateful
 the way a driver is: it remembers stop lines of stop/yield signs it has seen (a camera loses a
 roadside sign in the last metres) and whether the ego has stood at them, and for how long each
-tracked object has been standing. :class:`PlanMaker` turns an action (target speed, lateral
-offset) into a smooth, kinematically feasible :class:`~sim.messages.Plan`.
+tracked object has been standing; it also says where the next stop line is
+(:attr:`ObservationEncoder.stop_line_m`). :class:`PlanMaker` turns an action (target speed,
+lateral offset, stop at the next line) into a smooth, kinematically feasible
+:class:`~sim.messages.Plan`.
 
 Both the gymnasium environment (``planning/env.py``) and :class:`planning.rl.RLPlanner` use
 these two classes, so a policy sees and acts the same in training and in the stack.
@@ -101,6 +103,7 @@ OBS_LAYOUT: tuple[tuple[str, int], ...] = (
     ("junction", len(JUNCTION_FEATURES)),
 )
 OBS_SIZE = sum(n for _, n in OBS_LAYOUT)
+ACTION_SIZE = 3  # target speed share, lateral offset, stop at the next stop line
 OBS_LIMIT = 1000.0  # every feature is clipped to ±this, so the space is a bounded Box
 FAR_M = 100.0  # "nothing there" distance
 
@@ -186,6 +189,7 @@ class ObservationEncoder:
         self._lights: dict[int, tuple[float, DetectedLight, float, float]] = {}
         self._seen_frames: dict[int, int] = {}  # id -> frames it was detected in (while held)
         self.obstacles: tuple[Obstacle, ...] = ()
+        self.stop_line_m = math.inf  # front bumper to the next stop line (light or sign), m
 
     def encode(
         self, perception: PerceptionOutput, route: RouteAhead, ego: VehicleState
@@ -287,8 +291,10 @@ class ObservationEncoder:
                     continue
                 if light_best is None or dist < light_best[0]:
                     light_best = (dist, lt.state)
+        self.stop_line_m = math.inf
         if light_best is not None:
             dist, state = light_best
+            self.stop_line_m = dist
             out[i : i + len(LIGHT_FEATURES)] = (
                 1.0,
                 float(state == LightState.RED),
@@ -307,6 +313,8 @@ class ObservationEncoder:
         sign = self._next_sign(route, s_front)
         if sign is not None:
             key, kind, dist = sign
+            if dist > -0.5:
+                self.stop_line_m = min(self.stop_line_m, dist)
             j_id = self._junction_id_at(route, key)
             pts = xy[route.junction[:n] == j_id] if j_id >= 0 else xy[:0]
             out[i : i + len(SIGN_FEATURES)] = (
@@ -595,25 +603,28 @@ def _extent_on_path(
 @dataclass(frozen=True)
 class EnvelopeSettings:
     """The longitudinal safety envelope (RSS's safe distance, Shalev-Shwartz et al. 2017),
-    applied as a shield on the action (Alshiekh et al. 2018): the planned speed never exceeds
+    applied as a shield on the plan (Alshiekh et al. 2018): the planned speed never exceeds
     the speed from which the ego can still stop behind the object ahead on its planned path,
     assuming that object brakes at ``lead_decel_mps2`` from now on.
 
+    The ego's side is what the slowest controller delivers: the MPC brakes at most at its
+    comfort bound, 3 m/s², reached at its jerk bound, 4 m/s³, in 0.75 s; so ``ego_decel_mps2``
+    is 3 and ``reaction_s`` 0.8 s (a 0.1 s decision period, 0.1 s perception delay, about
+    0.4 s of the jerk ramp, and the actuators' lag). PID brakes harder; the bound holds for both.
+
     :param enabled: off: the action alone sets the speed (as before the envelope)
-    :param reaction_s: the ego keeps its speed this long before it brakes (a decision period,
-        perception delay and the actuators' lag)
-    :param ego_decel_mps2: the deceleration the ego is counted on to brake at (the plans brake
-        at up to ``ActionSettings.max_decel_mps2``; this leaves a margin for tracking)
+    :param reaction_s: the ego keeps its speed this long before it brakes
+    :param ego_decel_mps2: the deceleration the ego is counted on to brake at
     :param lead_decel_mps2: the hardest the object ahead is assumed to brake
     :param min_gap_m: bumper gap left when both stand
     :param corridor_margin_m: clearance beside the ego that counts as "on the path"
     """
 
     enabled: bool = True
-    reaction_s: float = 0.4
-    ego_decel_mps2: float = 5.0
+    reaction_s: float = 0.8
+    ego_decel_mps2: float = 3.0
     lead_decel_mps2: float = 8.0
-    min_gap_m: float = 2.0
+    min_gap_m: float = 4.0
     corridor_margin_m: float = 0.6
 
 
@@ -626,48 +637,64 @@ def safe_speed(gap_m: float, lead_speed_mps: float, cfg: EnvelopeSettings) -> fl
         v ρ + v² / (2 b) ≤ gap − min_gap + v_lead² / (2 b_lead)
         v = −b ρ + sqrt((b ρ)² + 2 b · room)   (0 when room ≤ 0)
     """
+    return float(_safe_speeds(np.array([gap_m]), lead_speed_mps, cfg)[0])
+
+
+def _safe_speeds(gap_m: FloatArray, lead_speed_mps: float, cfg: EnvelopeSettings) -> FloatArray:
     b, rho = cfg.ego_decel_mps2, cfg.reaction_s
     lead_stop = max(lead_speed_mps, 0.0) ** 2 / (2.0 * cfg.lead_decel_mps2)
     room = gap_m - cfg.min_gap_m + lead_stop
-    if room <= 0.0:
-        return 0.0
-    return -b * rho + math.sqrt((b * rho) ** 2 + 2.0 * b * room)
+    v = -b * rho + np.sqrt((b * rho) ** 2 + 2.0 * b * np.maximum(room, 0.0))
+    return np.where(room > 0.0, v, 0.0)
 
 
-def envelope_speed(
+def envelope_profile(
     obstacles: tuple[Obstacle, ...] | list[Obstacle],
     s: FloatArray,
     lateral: FloatArray,
     half_ego_m: float,
+    ego_speed_mps: float,
     cfg: EnvelopeSettings,
-) -> float:
-    """The envelope's speed bound (m/s; ``inf`` without an object on the path): the least
-    :func:`safe_speed` over the obstacles that the planned path (lateral offset ``lateral``
-    ``(n,)`` at route distances ``s`` ``(n,)``) passes within ``half_ego_m + margin + their
-    half width`` of. Lights, signs and yielding are not its business: they stay the policy's.
+) -> FloatArray:
+    """The envelope's speed bound ``(n,)`` (m/s; ``inf`` where no object binds) at the route
+    distances ``s`` ``(n,)`` the plan will reach: the least :func:`safe_speed` over the
+    obstacles that the planned path (lateral offset ``lateral`` ``(n,)``) passes within
+    ``half_ego_m + margin + their half width`` of, each predicted at its current speed while
+    the ego covers ``s`` at ``ego_speed_mps`` (gap ``g − s (1 − v_obj / v_ego)``). So a standing
+    object gives the braking curve to the point ``min_gap_m`` behind it, which a controller sees
+    coming; an object as fast as the ego, a constant bound. Element 0 is the bound now. Lights,
+    signs and yielding are not its business: they stay the policy's.
 
     Known gap (docs/planner.md): the lateral is looked up at the obstacle's centre on the plan,
     which is made again every decision from where the ego is; a policy that swerves late
     releases the bound before the ego has moved out, and can hit what it swerves around."""
+    bound = np.full(len(s), np.inf)
     if not cfg.enabled:
-        return math.inf
-    bound = math.inf
+        return bound
+    v = max(ego_speed_mps, 0.1)
     for ob in obstacles:
         at = float(np.interp(ob.route_s_m, s, lateral))
         if abs(ob.d_m - at) < half_ego_m + cfg.corridor_margin_m + ob.half_width_m:
-            bound = min(bound, safe_speed(ob.gap_m, ob.speed_mps, cfg))
+            gap = ob.gap_m - s * (1.0 - ob.speed_mps / v)
+            bound = np.minimum(bound, _safe_speeds(gap, ob.speed_mps, cfg))
     return bound
 
 
 # --------------------------------------------------------------------------------- actions
 @dataclass(frozen=True)
 class ActionSettings:
-    """How an action ``(2,)`` in [-1, 1] becomes a :class:`Plan`.
+    """How an action ``(3,)`` in [-1, 1] becomes a :class:`Plan`.
 
     ``action[0]`` is the target speed as a share of the active speed limit: -1 → 0 (a stop),
     +1 → the limit (``speed_margin`` beyond both ends, then clipped, so both are reachable
     without saturating the policy's output). ``action[1]`` is the lateral offset left of the
-    route centreline, ``max_offset_m`` at ±1.
+    route centreline, ``max_offset_m`` at ±1. ``action[2] > 0`` means "stop at the next stop
+    line" (a light's or a stop/yield sign's, :attr:`ObservationEncoder.stop_line_m`): the plan
+    then brings the front bumper to rest ``stop_before_line_m`` before it, braking at
+    ``stop_decel_mps2`` or, when that is no longer enough, at what is needed (at most
+    ``max_decel_mps2``); without a line ahead it stops at ``stop_decel_mps2`` from where it is.
+    Whether to stop is the policy's decision; where and how is geometry, as in a behaviour
+    layer above a speed planner.
 
     The plan reaches the target speed with acceleration ``(target - v) / speed_time_s``, within
     ``[-max_decel_mps2, max_accel_mps2]``; it never asks for more lateral acceleration than
@@ -683,6 +710,8 @@ class ActionSettings:
     max_decel_mps2: float = 6.0
     max_lateral_accel_mps2: float = 2.0
     curve_decel_mps2: float = 3.0
+    stop_decel_mps2: float = 2.5  # under the 3 m/s² a yellow counts as stoppable at
+    stop_before_line_m: float = 1.5
     offset_ramp_min_m: float = 12.0
     offset_ramp_s: float = 2.0
     horizon_m: float = 60.0
@@ -692,9 +721,9 @@ class ActionSettings:
 
 
 class PlanMaker:
-    """``make(action, route, ego, speed_limit_mps, t, frame, obstacles) -> Plan`` (pure: no
-    state). The target speed is bounded by the safety envelope (:func:`envelope_speed`) over
-    ``obstacles`` (the encoder's :attr:`ObservationEncoder.obstacles`)."""
+    """``make(action, route, ego, speed_limit_mps, t, frame, obstacles, stop_line_m) -> Plan``
+    (pure: no state). The speed is bounded by the safety envelope (:func:`envelope_profile`)
+    over ``obstacles`` (the encoder's :attr:`ObservationEncoder.obstacles`)."""
 
     def __init__(self, settings: ActionSettings = ActionSettings()) -> None:
         self.cfg = settings
@@ -706,17 +735,49 @@ class PlanMaker:
         share = (float(a[0]) + 1.0) / 2.0 * (1.0 + 2.0 * cfg.speed_margin) - cfg.speed_margin
         return min(max(share, 0.0), 1.0) * limit_mps, float(a[1]) * cfg.max_offset_m
 
+    @staticmethod
+    def stops(action: NDArray[np.float32]) -> bool:
+        """Whether an action asks to stop at the next stop line."""
+        return float(np.asarray(action).reshape(-1)[2]) > 0.0
+
+    def stop_profile(self, s: FloatArray, speed_mps: float, stop_line_m: float) -> FloatArray:
+        """Speeds ``(n,)`` at route distances ``s`` (from the ego) that bring the ego to rest
+        with its front bumper ``stop_before_line_m`` before a line ``stop_line_m`` ahead of it
+        (``inf``: no line, stop at ``stop_decel_mps2`` from here), at a constant deceleration:
+        ``stop_decel_mps2`` or what the distance left needs, at most ``max_decel_mps2``."""
+        cfg = self.cfg
+        v = max(speed_mps, 0.0)
+        if math.isfinite(stop_line_m):
+            room = stop_line_m - cfg.stop_before_line_m
+        else:
+            room = v * v / (2.0 * cfg.stop_decel_mps2)
+        if room <= 0.0:
+            return np.zeros(len(s))
+        decel = min(max(cfg.stop_decel_mps2, v * v / (2.0 * room)), cfg.max_decel_mps2)
+        out = np.sqrt(2.0 * decel * np.maximum(room - s, 0.0))
+        if out[0] <= v + 1e-6:  # braking now: the first point leads by 0.5 s, as in braking
+            out[0] = max(v - decel * 0.5, 0.0)
+        return out
+
     def action_for(
-        self, plan: Plan, route: RouteAhead, ego: VehicleState, limit_mps: float
+        self,
+        plan: Plan,
+        route: RouteAhead,
+        ego: VehicleState,
+        limit_mps: float,
+        stop: bool = False,
     ) -> NDArray[np.float32]:
         """The action whose plan is closest to ``plan`` (another planner's) right now: the
-        target speed its acceleration over the next metres reaches in ``speed_time_s``, and the
-        offset its path has at the end of the offset ramp. Used to imitate the rule planner."""
+        target speed its acceleration over the next metres reaches in ``speed_time_s``, the
+        offset its path has at the end of the offset ramp, and ``stop`` (stop at the next line)
+        as ±1. Used to imitate the rule planner (its plan without the lines, and whether it
+        stops for one)."""
         cfg = self.cfg
         v = ego.speed
         speed = plan.speed
+        a2 = 1.0 if stop else -1.0
         if len(speed) < 2 or limit_mps <= 0.0:
-            return np.array([-1.0, 0.0], dtype=np.float32)
+            return np.array([-1.0, 0.0, a2], dtype=np.float32)
         if speed[0] < v - 1e-6:  # braking: the rule planner's first point is v + a·0.5 s
             target = float(speed[0])
         else:
@@ -734,13 +795,13 @@ class PlanMaker:
         ramp = max(cfg.offset_ramp_min_m, cfg.offset_ramp_s * v)
         k = min(round(ramp / route.step_m), n - 2)
         if k < 0:
-            return np.array([a0, 0.0], dtype=np.float32)
+            return np.array([a0, 0.0, a2], dtype=np.float32)
         t = route.xy[k + 1] - route.xy[k]
         norm = max(float(np.hypot(t[0], t[1])), 1e-9)
         d = plan.path[k] - route.xy[k]
         offset = float(t[0] * d[1] - t[1] * d[0]) / norm
         a1 = min(max(offset / cfg.max_offset_m, -1.0), 1.0)
-        return np.array([min(max(a0, -1.0), 1.0), a1], dtype=np.float32)
+        return np.array([min(max(a0, -1.0), 1.0), a1, a2], dtype=np.float32)
 
     def make(
         self,
@@ -751,7 +812,10 @@ class PlanMaker:
         t: float,
         frame: int,
         obstacles: tuple[Obstacle, ...] | list[Obstacle] = (),
+        stop_line_m: float = math.inf,
     ) -> Plan:
+        """:param stop_line_m: front bumper to the next stop line (the encoder's
+        :attr:`ObservationEncoder.stop_line_m`); used when the action stops"""
         cfg = self.cfg
         origin = (ego.x, ego.y, ego.yaw)
         if len(route.xy) < 2:
@@ -767,11 +831,11 @@ class PlanMaker:
         r = np.clip(s / ramp_len, 0.0, 1.0)
         lateral = current + (offset - current) * (3 * r**2 - 2 * r**3)
         path = shift_left(base, lateral)
-        # the safety envelope bounds the target, the policy picks any speed below it
-        v_target = min(
-            v_target,
-            envelope_speed(obstacles, s, lateral, cfg.ego.width_m / 2, cfg.envelope),
+        # the safety envelope bounds the plan, the policy picks any speed below it
+        envelope = envelope_profile(
+            obstacles, s, lateral, cfg.ego.width_m / 2, ego.speed, cfg.envelope
         )
+        v_target = min(v_target, float(envelope[0]))
         # longitudinal: a first-order approach to the target within the comfort bounds
         accel = (v_target - ego.speed) / cfg.speed_time_s
         accel = min(max(accel, -cfg.max_decel_mps2), cfg.max_accel_mps2)
@@ -790,4 +854,7 @@ class PlanMaker:
         b2 = 2.0 * cfg.curve_decel_mps2
         q = np.minimum.accumulate((v_curve2 + b2 * s)[::-1])[::-1]
         speed = np.minimum(speed, np.sqrt(np.maximum(q - b2 * s, 0.0)))
+        speed = np.minimum(speed, envelope)
+        if self.stops(action):
+            speed = np.minimum(speed, self.stop_profile(s, ego.speed, stop_line_m))
         return Plan(t, frame, path, speed, route.step_m, cfg.horizon_s, origin)

@@ -28,12 +28,13 @@ SI units, ego frame: x forward, y left):
 - limit (2): value m/s and distance m of the next speed-limit sign;
 - junction (2): distance to the next junction along the route m (≤ 100), inside one (0/1).
 
-**Action** ``Box(-1, 1, (2,), float32)``: target speed as a share of the active limit
-(-1 → stop, +1 → the limit) and lateral offset left of the centreline (±1 → ±3.5 m); see
-:class:`planning.encoding.ActionSettings`. The planned speed is bounded by the safety envelope
-(:func:`planning.encoding.envelope_speed`: never faster than the speed from which the ego still
-stops behind the object on its planned path if that object brakes hard); lights, signs and
-yielding stay the policy's decisions.
+**Action** ``Box(-1, 1, (3,), float32)``: target speed as a share of the active limit
+(-1 → stop, +1 → the limit), lateral offset left of the centreline (±1 → ±3.5 m), and whether
+to stop at the next stop line (> 0: the plan comes to rest 1.5 m before the next light's or
+stop/yield sign's line); see :class:`planning.encoding.ActionSettings`. The planned speed is
+bounded by the safety envelope (:func:`planning.encoding.envelope_profile`: never faster than the
+speed from which the ego still stops behind the object on its planned path if that object brakes
+hard); whether to stop for lights and signs, and yielding, stay the policy's decisions.
 
 **Reward** per decision, the sum of the named parts in ``info["reward_parts"]``, shaped like the
 Leaderboard's driving score (DS = RC × Π coefficients, so on a route of ``100 /
@@ -61,7 +62,7 @@ Two rollouts with the same seed and actions are identical.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
@@ -71,6 +72,7 @@ from numpy.typing import NDArray
 from control.base import Controller
 from control.pid import PIDController
 from planning.encoding import (
+    ACTION_SIZE,
     OBS_LIMIT,
     OBS_SIZE,
     ActionSettings,
@@ -187,7 +189,7 @@ def observation_space() -> gym.spaces.Box:
 
 
 def action_space() -> gym.spaces.Box:
-    return gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    return gym.spaces.Box(-1.0, 1.0, (ACTION_SIZE,), np.float32)
 
 
 def sample_scenario(rng: np.random.Generator, cfg: EnvSettings, name: str = "rl_train") -> Scenario:
@@ -313,11 +315,18 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         assert self._obs is not None and self._perception is not None, "call reset() first"
         cfg = self.cfg
-        act = np.clip(np.asarray(action, dtype=np.float32).reshape(2), -1.0, 1.0)
+        act = np.clip(np.asarray(action, dtype=np.float32).reshape(ACTION_SIZE), -1.0, 1.0)
         obs = self._obs
         limit = self._perception.speed_limit_mps or float(obs.route.speed_limit_mps[0])
         plan = self.plan_maker.make(
-            act, obs.route, obs.ego, limit, obs.t, obs.frame, self.encoder.obstacles
+            act,
+            obs.route,
+            obs.ego,
+            limit,
+            obs.t,
+            obs.frame,
+            self.encoder.obstacles,
+            self.encoder.stop_line_m,
         )
         events: list[Event] = []
         discomfort = 0.0
@@ -378,12 +387,19 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------------------ helpers
     def _teacher_action(self, obs: Observation) -> NDArray[np.float32]:
-        """What the rule planner, seeing the noise-free truth, would do now, as an action."""
+        """What the rule planner, seeing the noise-free truth, would do now, as an action: the
+        speed of its plan without the stop lines, its path's offset, and whether it stops for a
+        line (the plan maker brakes for the line itself, so the speed channel does not have to
+        learn to)."""
         assert self.teacher is not None and self._perception is not None
         truth = self.perceiver.update(obs)
         plan = self.teacher.update(truth, obs.route, obs.ego)
+        if len(self.teacher.speed_without_lines) == len(plan.speed):
+            plan = replace(plan, speed=self.teacher.speed_without_lines)
         limit = truth.speed_limit_mps or float(obs.route.speed_limit_mps[0])
-        return self.plan_maker.action_for(plan, obs.route, obs.ego, limit)
+        return self.plan_maker.action_for(
+            plan, obs.route, obs.ego, limit, stop=self.teacher.stops_at_line
+        )
 
     def _encode(self, obs: Observation) -> NDArray[np.float32]:
         perception = self.noise.update(self.perceiver.update(obs))

@@ -8,11 +8,12 @@ decides every ``decision_dt_s`` (10 Hz, the environment's rate) and returns the 
 between; the controller re-expresses it in the current ego frame.
 
 The plan's speed is bounded by the same safety envelope as in training
-(:func:`planning.encoding.envelope_speed`).
+(:func:`planning.encoding.envelope_profile`).
 
-``constant:A0,A1`` instead of a file is a baseline with no learning: it always takes the action
-``(A0, A1)`` (``constant:1,0`` drives at the limit on the centreline, behind the envelope). It
-shows what the envelope does alone, and so what the learned policy decides.
+``constant:A0,A1[,A2]`` instead of a file is a baseline with no learning: it always takes the
+action ``(A0, A1, A2)`` (A2 defaults to -1, never stop at a line; ``constant:1,0`` drives at the
+limit on the centreline, behind the envelope). It shows what the envelope does alone, and so
+what the learned policy decides.
 
 A policy whose observation or action space differs from the environment's is refused with a
 :class:`PolicyMismatchError` that says what it expected. Loading a ``.zip`` or ``.pkl`` unpickles
@@ -31,7 +32,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.encoding import ActionSettings, EncoderSettings, ObservationEncoder, PlanMaker
+from planning.encoding import (
+    ACTION_SIZE,
+    ActionSettings,
+    EncoderSettings,
+    ObservationEncoder,
+    PlanMaker,
+)
 from planning.env import action_space, observation_space
 from sim.errors import DrivestackError
 from sim.messages import PerceptionOutput, Plan, RouteAhead, VehicleState
@@ -146,17 +153,22 @@ def load_stats(path: Path) -> Any:
 
 
 def constant_action(policy: str) -> NDArray[np.float32] | None:
-    """The action of a ``constant:A0,A1`` baseline, or None for a policy file."""
+    """The action of a ``constant:A0,A1[,A2]`` baseline, or None for a policy file."""
     if not policy.startswith(CONSTANT_PREFIX):
         return None
     try:
         values = [float(v) for v in policy[len(CONSTANT_PREFIX) :].split(",")]
     except ValueError:
         values = []
-    if len(values) != 2 or not all(-1.0 <= v <= 1.0 for v in values):
+    if len(values) not in (ACTION_SIZE - 1, ACTION_SIZE) or not all(
+        -1.0 <= v <= 1.0 for v in values
+    ):
         raise PolicyError(
-            f"policy {policy!r}: a constant policy is 'constant:A0,A1' with both in [-1, 1]"
+            f"policy {policy!r}: a constant policy is 'constant:A0,A1' or 'constant:A0,A1,A2' "
+            "with each in [-1, 1]"
         )
+    if len(values) == ACTION_SIZE - 1:
+        values.append(-1.0)  # never stops at a line
     return np.array(values, dtype=np.float32)
 
 
@@ -192,24 +204,24 @@ class RLPlanner:
         self.encoder.reset()
         self._plan: Plan | None = None
         self._decided_at = -np.inf
-        self.last_action = np.zeros(2, dtype=np.float32)
+        self.last_action = np.zeros(ACTION_SIZE, dtype=np.float32)
 
     def act(
         self, perception: PerceptionOutput, route: RouteAhead, ego: VehicleState
     ) -> NDArray[np.float32]:
-        """The policy's deterministic action ``(2,)`` for this moment (updates the encoder)."""
+        """The policy's deterministic action ``(3,)`` for this moment (updates the encoder)."""
         obs = self.encoder.encode(perception, route, ego)
         if self.constant is not None:
             return self.constant.copy()
         norm = self.stats.normalize_obs(obs[None, :])
         action, _ = self.model.predict(norm, deterministic=True)
-        return np.clip(np.asarray(action, dtype=np.float32).reshape(2), -1.0, 1.0)
+        return np.clip(np.asarray(action, dtype=np.float32).reshape(ACTION_SIZE), -1.0, 1.0)
 
     def update(self, perception: PerceptionOutput, route: RouteAhead, ego: VehicleState) -> Plan:
         if not perception.valid or len(route.xy) < 2:
             self._plan = None
             return self.plan_maker.make(
-                np.array([-1.0, 0.0], dtype=np.float32),
+                np.array([-1.0, 0.0, -1.0], dtype=np.float32),
                 route,
                 ego,
                 0.0,
@@ -222,7 +234,14 @@ class RLPlanner:
         action = self.act(perception, route, ego)
         limit = perception.speed_limit_mps or float(route.speed_limit_mps[0])
         self._plan = self.plan_maker.make(
-            action, route, ego, limit, perception.t, perception.frame, self.encoder.obstacles
+            action,
+            route,
+            ego,
+            limit,
+            perception.t,
+            perception.frame,
+            self.encoder.obstacles,
+            self.encoder.stop_line_m,
         )
         self._decided_at = perception.t
         self.last_action = action

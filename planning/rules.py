@@ -92,6 +92,11 @@ class RulePlanner:
         self._sign_lines: dict[float, tuple[SignType, int, int]] = {}
         self._passing: int | None = None
         self.reason = ""  # what limited the speed last update, for people reading logs
+        # for imitation (planning/env.py): whether it stops for a line (a red or stoppable
+        # yellow light, a stop sign not yet stood at, a busy junction after a sign), and the
+        # speed profile it would plan without any line
+        self.stops_at_line = False
+        self.speed_without_lines: FloatArray = np.zeros(0)
         self._stop_why = ""
 
     # --------------------------------------------------------------------------------- update
@@ -121,9 +126,35 @@ class RulePlanner:
         gap, v_lead = self._leader_gap(perception, path, s, ego, s_front)
         gap_stop = self._stop_gap(perception, route, base, s, ego, s_front)
         self.reason = f"leader gap {gap:.1f} m" if math.isfinite(gap) else "free"
+        self.stops_at_line = math.isfinite(gap_stop)
+        speed_free = self._speed(ego, v_desired, gap, v_lead, s, cap)
+        self.speed_without_lines = speed_free
+        speed = speed_free
         if gap_stop < gap:
             gap, v_lead = gap_stop, 0.0
             self.reason = f"stop line gap {gap:.1f} m ({self._stop_why})"
+            speed = self._speed(ego, v_desired, gap, v_lead, s, cap)
+        return Plan(
+            perception.t,
+            perception.frame,
+            path,
+            speed,
+            route.step_m,
+            cfg.horizon_s,
+            (ego.x, ego.y, ego.yaw),
+        )
+
+    def _speed(
+        self,
+        ego: VehicleState,
+        v_desired: float,
+        gap: float,
+        v_lead: float,
+        s: FloatArray,
+        cap: FloatArray,
+    ) -> FloatArray:
+        """The speed profile ``(n,)``: IDM's acceleration now, held along ``s``, under ``cap``."""
+        cfg = self.cfg
         acc = float(
             idm_accel(
                 np.array(ego.speed),
@@ -136,20 +167,12 @@ class RulePlanner:
                 cfg.time_headway_s,
             )
         )
-        acc = max(acc, -p.max_decel_mps2)
+        acc = max(acc, -cfg.ego.max_decel_mps2)
         v2 = ego.speed**2 + 2.0 * acc * s
         speed = np.minimum(np.sqrt(np.maximum(v2, 0.0)), cap)
         if acc < 0.0:
             speed[0] = max(ego.speed + acc * 0.5, 0.0)
-        return Plan(
-            perception.t,
-            perception.frame,
-            path,
-            speed,
-            route.step_m,
-            cfg.horizon_s,
-            (ego.x, ego.y, ego.yaw),
-        )
+        return speed
 
     def _stop_plan(self, ego: VehicleState, base: FloatArray) -> Plan:
         path = base if len(base) >= 2 else np.array([[0.0, 0.0], [1.0, 0.0]])

@@ -102,7 +102,8 @@ class BCSettings:
     :param steps: environment steps gathered over all rounds (0: no warm start)
     :param rounds: DAgger rounds
     :param epochs: passes over the data after each round
-    :param log_std: the policy's log standard deviations (speed, offset) when PPO takes over
+    :param log_std: the policy's log standard deviations (speed, offset, stop at the line) when
+        PPO takes over
     """
 
     steps: int = 0
@@ -110,7 +111,7 @@ class BCSettings:
     epochs: int = 8
     batch_size: int = 512
     learning_rate: float = 1e-3
-    log_std: tuple[float, float] = (-1.6, -2.3)
+    log_std: tuple[float, float, float] = (-1.6, -2.3, -1.6)
     ppo_learning_rate: float = 1e-4  # gentler RL updates that keep what imitation taught
     ppo_clip_range: float = 0.1
 

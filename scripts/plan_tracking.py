@@ -2,7 +2,7 @@
 ego's speed beside the plan's first speed point (what the planner asks for now).
 
     python scripts/plan_tracking.py [--scenario stop_signs] [--seed 100] [--planner rl]
-                                    [--controller mpc] [--every 0.5]
+                                    [--controller mpc] [--every 0.5] [--policy ZIP]
 
 Prints the episode's infractions, the largest and the median lag (ego speed minus plan speed)
 while the plan slows down, the lowest speed reached, and a trace of the decelerations
@@ -27,8 +27,9 @@ def main() -> None:
     ap.add_argument("--planner", default="rl", choices=("rules", "rl"))
     ap.add_argument("--controller", default="mpc", choices=("pid", "mpc"))
     ap.add_argument("--every", type=float, default=0.5, help="trace period (s)")
+    ap.add_argument("--policy", default="", help="the RL planner's policy (default: shipped)")
     args = ap.parse_args()
-    cfg = StackConfig(planner=args.planner, controller=args.controller)
+    cfg = StackConfig(planner=args.planner, controller=args.controller, policy=args.policy)
     stack = build_stack(cfg)
     rows: list[tuple[float, float, float]] = []  # t, ego speed, plan speed now
     inner = stack.planner.update

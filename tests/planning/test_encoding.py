@@ -15,7 +15,7 @@ from planning.encoding import (
     ObservationEncoder,
     Obstacle,
     PlanMaker,
-    envelope_speed,
+    envelope_profile,
     safe_speed,
 )
 from planning.env import RouteEnv
@@ -49,9 +49,9 @@ def test_layout_adds_up() -> None:
 def test_full_stop_action_plans_a_stop_and_full_speed_reaches_the_limit() -> None:
     maker = PlanMaker()
     route = _straight()
-    stop = maker.make(np.array([-1.0, 0.0], np.float32), route, _ego(10.0), 13.9, 0.0, 0)
+    stop = maker.make(np.array([-1.0, 0.0, -1.0], np.float32), route, _ego(10.0), 13.9, 0.0, 0)
     assert stop.speed[0] < 10.0 and stop.speed[-1] == 0.0
-    go = maker.make(np.array([1.0, 0.0], np.float32), route, _ego(5.0), 13.9, 0.0, 0)
+    go = maker.make(np.array([1.0, 0.0, -1.0], np.float32), route, _ego(5.0), 13.9, 0.0, 0)
     assert go.speed[-1] == pytest.approx(13.9)
     # accelerating at the comfort bound: v² = v0² + 2 a s
     assert go.speed[4] == pytest.approx(np.sqrt(25.0 + 2 * 2.0 * 4.0))
@@ -59,7 +59,8 @@ def test_full_stop_action_plans_a_stop_and_full_speed_reaches_the_limit() -> Non
 
 def test_offset_action_shifts_the_path_smoothly_to_the_left() -> None:
     cfg = ActionSettings()
-    plan = PlanMaker(cfg).make(np.array([0.0, 1.0], np.float32), _straight(), _ego(5.0), 13.9, 0, 0)
+    left = np.array([0.0, 1.0, -1.0], np.float32)
+    plan = PlanMaker(cfg).make(left, _straight(), _ego(5.0), 13.9, 0, 0)
     assert plan.path[0, 1] == pytest.approx(0.0)
     assert plan.path[-1, 1] == pytest.approx(cfg.max_offset_m)
     assert np.all(np.diff(plan.path[:, 1]) >= -1e-12)  # monotonic: no kink back
@@ -79,7 +80,7 @@ def test_curves_cap_the_planned_speed_by_lateral_acceleration() -> None:
         s0_m=0.0,
         remaining_m=100.0,
     )
-    plan = PlanMaker().make(np.array([1.0, 0.0], np.float32), route, _ego(6.0), 30.0, 0, 0)
+    plan = PlanMaker().make(np.array([1.0, 0.0, -1.0], np.float32), route, _ego(6.0), 30.0, 0, 0)
     assert np.max(plan.speed[5:-5]) <= np.sqrt(2.0 * radius) + 1e-6  # a_lat = v²/R <= 2
 
 
@@ -88,12 +89,46 @@ def test_action_for_inverts_make_on_a_straight_road(a0: float) -> None:
     # targets whose approach stays within the comfort bounds (from 8 m/s: 5 to 9 m/s)
     maker = PlanMaker()
     route, ego = _straight(), _ego(8.0)
-    plan = maker.make(np.array([a0, 0.3], np.float32), route, ego, 13.9, 0.0, 0)
+    plan = maker.make(np.array([a0, 0.3, -1.0], np.float32), route, ego, 13.9, 0.0, 0)
     back = maker.action_for(plan, route, ego, 13.9)
     v_back, off_back = maker.target(back, 13.9)
-    v_want, off_want = maker.target(np.array([a0, 0.3]), 13.9)
+    v_want, off_want = maker.target(np.array([a0, 0.3, -1.0]), 13.9)
     assert v_back == pytest.approx(v_want, abs=0.2)
     assert off_back == pytest.approx(off_want, abs=0.05)
+
+
+def test_stop_action_brings_the_front_bumper_to_rest_before_the_line() -> None:
+    maker, route = PlanMaker(), _straight()
+    go_and_stop = np.array([1.0, 0.0, 1.0], np.float32)
+    # from 10 m/s, a line 30 m ahead: rest 1.5 m before it (s = 28.5 from the ego) at the
+    # comfort deceleration 2.5 m/s², which binds only where it is below the action's speed
+    plan = maker.make(go_and_stop, route, _ego(10.0), 13.9, 0.0, 0, (), 30.0)
+    assert plan.speed[0] == pytest.approx(10.0)
+    assert plan.speed[20] == pytest.approx(np.sqrt(2 * 2.5 * 8.5))
+    assert np.all(plan.speed[29:] == 0.0) and plan.speed[28] > 0.0
+    # the same action with the stop channel off ignores the line
+    go = maker.make(np.array([1.0, 0.0, -1.0], np.float32), route, _ego(10.0), 13.9, 0, 0, (), 30.0)
+    assert go.speed[-1] == pytest.approx(13.9)
+    # 10 m ahead is too close for comfort: the deceleration it needs, 10² / (2 · 8.5)
+    need = 100.0 / 17.0
+    close = maker.make(go_and_stop, route, _ego(10.0), 13.9, 0.0, 0, (), 10.0)
+    assert close.speed[8] == pytest.approx(np.sqrt(2 * need * 0.5))
+    assert close.speed[0] == pytest.approx(10.0 - need * 0.5)  # leads by 0.5 s, as braking
+    assert np.all(close.speed[9:] == 0.0)
+    # past the point to stop at: stand; no line at all: stop at the comfort deceleration
+    assert np.all(maker.make(go_and_stop, route, _ego(0.0), 13.9, 0, 0, (), 1.0).speed == 0.0)
+    free = maker.make(go_and_stop, route, _ego(10.0), 13.9, 0.0, 0)
+    assert free.speed[0] == pytest.approx(10.0 - 2.5 * 0.5)
+    assert free.speed[19] > 0.0 and np.all(free.speed[20:] == 0.0)  # 10² / (2 · 2.5) = 20 m
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_action_for_carries_the_stop_decision(stop: bool) -> None:
+    maker = PlanMaker()
+    route, ego = _straight(), _ego(8.0)
+    plan = maker.make(np.array([0.0, 0.0, -1.0], np.float32), route, ego, 13.9, 0.0, 0)
+    assert maker.action_for(plan, route, ego, 13.9, stop=stop)[2] == (1.0 if stop else -1.0)
+    assert PlanMaker.stops(maker.action_for(plan, route, ego, 13.9, stop=stop)) == stop
 
 
 def test_vector_ground_truth_equals_the_ground_truth_perceiver() -> None:
@@ -104,7 +139,7 @@ def test_vector_ground_truth_equals_the_ground_truth_perceiver() -> None:
             obs = env._obs
             assert obs is not None
             assert VectorGroundTruthPerceiver().update(obs) == GroundTruthPerceiver().update(obs)
-            *_, terminated, truncated, _ = env.step(np.array([0.4, 0.0], np.float32))
+            *_, terminated, truncated, _ = env.step(np.array([0.4, 0.0, -1.0], np.float32))
             if terminated or truncated:
                 break
 
@@ -125,8 +160,12 @@ def test_encoder_remembers_a_briefly_missed_leader() -> None:
 
 
 # ------------------------------------------------------------------------- safety envelope
-# defaults: reaction 0.4 s, ego brakes at 5 m/s², the leader at 8 m/s², 2 m left at standstill;
+# RSS5 (the defaults before 2026-12-02): reaction 0.4 s, ego brakes at 5 m/s², the leader at
+# 8 m/s², 2 m left at standstill;
 # v = -b ρ + sqrt((b ρ)² + 2 b room) with b ρ = 2: room 6 m -> 6 m/s, room 14 m -> 10 m/s
+RSS5 = EnvelopeSettings(reaction_s=0.4, ego_decel_mps2=5.0, min_gap_m=2.0)
+
+
 @pytest.mark.parametrize(
     ("gap", "lead", "want"),
     [
@@ -138,50 +177,76 @@ def test_encoder_remembers_a_briefly_missed_leader() -> None:
     ],
 )
 def test_safe_speed_is_the_rss_stopping_bound(gap: float, lead: float, want: float) -> None:
-    v = safe_speed(gap, lead, EnvelopeSettings())
+    v = safe_speed(gap, lead, RSS5)
     assert v == pytest.approx(want)
     if v > 0:  # by definition: reaction distance + braking distance = room
         room = gap - 2.0 + lead**2 / 16.0
         assert v * 0.4 + v**2 / 10.0 == pytest.approx(room)
+    # the defaults are the MPC's, 3 m/s² after 0.8 s, and 4 m left at standstill
+    v = safe_speed(gap + 2.0, lead, EnvelopeSettings())
+    if v > 0:
+        assert v * 0.8 + v**2 / 6.0 == pytest.approx(gap - 2.0 + lead**2 / 16.0)
+
+
+def _bound_now(obstacles: list[Obstacle], lateral: float, cfg: EnvelopeSettings) -> float:
+    s = np.arange(61, dtype=np.float64)
+    return float(envelope_profile(obstacles, s, np.full(61, lateral), 0.95, 10.0, cfg)[0])
 
 
 def test_envelope_counts_only_objects_on_the_planned_path() -> None:
-    cfg = EnvelopeSettings()
-    s = np.arange(61, dtype=np.float64)
     ahead = [Obstacle(gap_m=16.0, route_s_m=20.0, d_m=0.0, half_width_m=0.95, speed_mps=0.0)]
-    assert envelope_speed(ahead, s, np.zeros(61), 0.95, cfg) == pytest.approx(10.0)
+    assert _bound_now(ahead, 0.0, RSS5) == pytest.approx(10.0)
     # the plan passes it 3.5 m to the left: 3.5 > 0.95 + 0.6 + 0.95
-    assert envelope_speed(ahead, s, np.full(61, 3.5), 0.95, cfg) == np.inf
+    assert _bound_now(ahead, 3.5, RSS5) == np.inf
     # the next lane (3.5 m right) is not the path either; no obstacles, or switched off: no bound
     beside = [Obstacle(16.0, 20.0, -3.5, 0.95, 0.0)]
-    assert envelope_speed(beside, s, np.zeros(61), 0.95, cfg) == np.inf
-    assert envelope_speed([], s, np.zeros(61), 0.95, cfg) == np.inf
-    off = EnvelopeSettings(enabled=False)
-    assert envelope_speed(ahead, s, np.zeros(61), 0.95, off) == np.inf
+    assert _bound_now(beside, 0.0, RSS5) == np.inf
+    assert _bound_now([], 0.0, RSS5) == np.inf
+    assert _bound_now(ahead, 0.0, EnvelopeSettings(enabled=False)) == np.inf
     # the nearest binds: the least bound wins
     two = [*ahead, Obstacle(8.0, 12.0, 0.5, 0.95, 0.0)]
-    assert envelope_speed(two, s, np.zeros(61), 0.95, cfg) == pytest.approx(6.0)
+    assert _bound_now(two, 0.0, RSS5) == pytest.approx(6.0)
 
 
-def test_plan_maker_bounds_the_target_but_the_policy_may_go_slower() -> None:
-    maker = PlanMaker()
+def test_envelope_along_the_plan_predicts_objects_at_constant_speed() -> None:
+    s = np.arange(61, dtype=np.float64)
+    flat = np.zeros(61)
+    # standing 16 m ahead: the braking curve to 2 m behind it, safe_speed(16 - s)
+    standing = envelope_profile([Obstacle(16.0, 20.0, 0.0, 0.95, 0.0)], s, flat, 0.95, 10.0, RSS5)
+    want = [safe_speed(16.0 - k, 0.0, RSS5) for k in range(61)]
+    np.testing.assert_allclose(standing, want)
+    assert standing[8] == pytest.approx(6.0) and np.all(standing[14:] == 0.0)
+    # as fast as the ego: the gap stays, so does the bound
+    same = envelope_profile([Obstacle(12.0, 16.0, 0.0, 0.95, 8.0)], s, flat, 0.95, 8.0, RSS5)
+    np.testing.assert_allclose(same, 10.0)
+    # half the ego's speed: the gap closes at half the rate the ego drives
+    half = envelope_profile([Obstacle(12.0, 16.0, 0.0, 0.95, 4.0)], s, flat, 0.95, 8.0, RSS5)
+    assert half[4] == pytest.approx(safe_speed(10.0, 4.0, RSS5))
+
+
+def test_plan_maker_bounds_the_plan_but_the_policy_may_go_slower() -> None:
+    maker = PlanMaker(ActionSettings(envelope=RSS5))
     route = _straight()
-    # the ego's front bumper sits at route s = front; an obstacle 16 m ahead of it
+    # the ego's front bumper sits at route s = front; an obstacle stands 16 m ahead of it
     p = ActionSettings().ego
     front = p.length_m - p.rear_overhang_m
     ob = (Obstacle(16.0, 16.0 + front + 2.25, 0.0, 0.95, 0.0),)
-    full = np.array([1.0, 0.0], np.float32)
+    curve = np.array([safe_speed(16.0 - k, 0.0, RSS5) for k in range(61)])  # 60 m of plan
+    full = np.array([1.0, 0.0, -1.0], np.float32)
     free = maker.make(full, route, _ego(10.0), 13.9, 0.0, 0)
     held = maker.make(full, route, _ego(10.0), 13.9, 0.0, 0, ob)
     assert free.speed[-1] == pytest.approx(13.9)
-    assert np.max(held.speed) == pytest.approx(10.0)  # the bound at 16 m: stays at 10 m/s
-    # faster than the bound: it brakes ((10 - 12) / 0.5 s = -4 m/s²) down to it
+    # the bound at 16 m is 10 m/s: it keeps 10 now and brakes along the curve to stand 2 m short
+    np.testing.assert_allclose(held.speed, np.minimum(10.0, curve))
+    # faster than the bound: the plan starts at the bound and follows the curve
     fast = maker.make(full, route, _ego(12.0), 13.9, 0.0, 0, ob)
-    assert fast.speed[0] == pytest.approx(10.0) and fast.speed[-1] == pytest.approx(10.0)
+    assert fast.speed[0] == pytest.approx(10.0) and np.all(fast.speed <= curve + 1e-9)
     # below the bound the action decides
-    half = maker.make(np.array([0.0, 0.0], np.float32), route, _ego(10.0), 13.9, 0.0, 0, ob)
-    assert half.speed[-1] == pytest.approx(maker.target(np.array([0.0, 0.0]), 13.9)[0])
-    assert half.speed[-1] < 10.0
+    slow = np.array([0.0, 0.0, -1.0], np.float32)
+    half = maker.make(slow, route, _ego(10.0), 13.9, 0.0, 0, ob)
+    own = maker.make(slow, route, _ego(10.0), 13.9, 0.0, 0)
+    np.testing.assert_allclose(half.speed, np.minimum(own.speed, curve))
+    assert half.speed[2] == pytest.approx(own.speed[2]) and half.speed[2] < curve[2]
 
 
 def test_a_one_frame_phantom_is_no_obstacle_but_a_tracked_object_is() -> None:

@@ -13,6 +13,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from planning.encoding import OBS_SIZE, ActionSettings, EnvelopeSettings
 from planning.env import ENV_ID, REWARD_PARTS, EnvSettings, RouteEnv, sample_scenario
 from sim.errors import DrivestackError
+from sim.scenario import load_scenario
 
 
 def test_gymnasium_check_env_passes() -> None:
@@ -31,8 +32,8 @@ def _rollout(seed: int, steps: int) -> list[tuple[Any, ...]]:
     rng = np.random.default_rng(123)  # the actions, the same for both rollouts
     out: list[tuple[Any, ...]] = [(obs.tobytes(),)]
     for _ in range(steps):
-        action = rng.uniform(-1.0, 1.0, 2).astype(np.float32) * np.array(
-            [1.0, 0.2], dtype=np.float32
+        action = rng.uniform(-1.0, 1.0, 3).astype(np.float32) * np.array(
+            [1.0, 0.2, 1.0], dtype=np.float32
         )
         obs, reward, terminated, truncated, info = env.step(action)
         out.append((obs.tobytes(), reward, terminated, truncated, info["events"]))
@@ -61,7 +62,7 @@ def test_reward_is_the_sum_of_its_named_parts() -> None:
     env.reset(seed=11)
     seen: set[str] = set()
     for k in range(400):
-        action = np.array([0.9 if k % 50 < 40 else -1.0, 0.0], dtype=np.float32)
+        action = np.array([0.9 if k % 50 < 40 else -1.0, 0.0, -1.0], dtype=np.float32)
         _, reward, terminated, truncated, info = env.step(action)
         parts = info["reward_parts"]
         assert set(parts) == set(REWARD_PARTS)
@@ -84,7 +85,7 @@ def _full_speed_at_a_parked_car(envelope: bool) -> tuple[dict[str, float] | None
     parked_at = next(ev for ev in env.scenario.events if ev.type == "parked_vehicle").at_route_m
     slowest = np.inf
     for _ in range(3000):
-        _, _, terminated, truncated, info = env.step(np.array([1.0, 0.0], dtype=np.float32))
+        _, _, terminated, truncated, info = env.step(np.array([1.0, 0.0, -1.0], dtype=np.float32))
         if "collisions_vehicle" in info["events"]:
             assert terminated
             return info["reward_parts"], False, slowest
@@ -107,6 +108,25 @@ def test_the_safety_envelope_stops_full_speed_behind_a_parked_car() -> None:
     parts_hit, passed, slowest = _full_speed_at_a_parked_car(envelope=True)
     assert parts_hit is None and not passed  # it stopped: passing is the policy's decision
     assert slowest < 0.1
+
+
+@pytest.mark.parametrize("controller", ["pid", "mpc"])
+def test_stopping_at_the_next_line_rests_before_it_and_stays(controller: str) -> None:
+    # the stop_signs route without traffic: full speed, "stop at the next line" throughout
+    scenario = load_scenario("stop_signs")
+    empty = scenario.traffic.model_copy(update={"vehicles": 0, "pedestrians": 0})
+    scenario = scenario.model_copy(update={"traffic": empty, "dt": 0.1})
+    env = RouteEnv(EnvSettings(controller=controller), scenario=scenario)
+    env.reset(seed=0)
+    events: list[str] = []
+    for _ in range(200):
+        _, _, terminated, truncated, info = env.step(np.array([1.0, 0.0, 1.0], np.float32))
+        events += [e for e in info["events"] if e != "checkpoint"]
+        assert not (terminated or truncated)
+    assert env._obs is not None and env._obs.ego.speed < 0.05
+    # the front bumper rests 1.5 m before the stop line, give or take the controller's lag
+    assert env.encoder.stop_line_m == pytest.approx(ActionSettings().stop_before_line_m, abs=0.5)
+    assert events == []
 
 
 def test_scenarios_come_from_the_seed() -> None:

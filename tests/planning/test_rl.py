@@ -14,7 +14,7 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-from planning.env import RouteEnv
+from planning.env import RouteEnv, observation_space
 from planning.rl import PolicyError, PolicyMismatchError, RLPlanner, RLPlannerSettings
 from sim.messages import Plan
 
@@ -100,8 +100,11 @@ def test_a_constant_baseline_needs_no_file_and_keeps_the_envelope() -> None:
     env.reset(seed=1)
     assert env._obs is not None and env._perception is not None
     planner.update(env._perception, env._obs.route, env._obs.ego)
-    np.testing.assert_array_equal(planner.last_action, [1.0, 0.0])
-    for bad in ("constant:2,0", "constant:1", "constant:a,b"):
+    np.testing.assert_array_equal(planner.last_action, [1.0, 0.0, -1.0])  # never stops at lines
+    stopping = RLPlanner(RLPlannerSettings(policy=Path("constant:1,0,1")))
+    stopping.update(env._perception, env._obs.route, env._obs.ego)
+    np.testing.assert_array_equal(stopping.last_action, [1.0, 0.0, 1.0])
+    for bad in ("constant:2,0", "constant:1", "constant:a,b", "constant:1,0,0,0"):
         with pytest.raises(PolicyError, match="constant:A0,A1"):
             RLPlanner(RLPlannerSettings(policy=Path(bad)))
 
@@ -154,6 +157,27 @@ class _OldLayout(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple:
         return np.zeros(150, np.float32), 0.0, True, False, {}
+
+
+class _TwoActions(gym.Env):
+    """The action space before "stop at the next line" (speed and offset only)."""
+
+    observation_space = observation_space()
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+        return np.zeros(self.observation_space.shape, np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple:
+        return np.zeros(self.observation_space.shape, np.float32), 0.0, True, False, {}
+
+
+def test_a_policy_with_the_old_two_float_action_is_refused(tmp_path: Path) -> None:
+    model = PPO("MlpPolicy", _TwoActions(), n_steps=64, batch_size=64, device="cpu")
+    path = tmp_path / "two.zip"
+    model.save(str(path))
+    with pytest.raises(PolicyMismatchError, match=r"action space Box\(2,\).*Box\(3,\).*retrain"):
+        RLPlanner(RLPlannerSettings(policy=path))
 
 
 def test_a_policy_with_the_old_observation_layout_is_refused(tmp_path: Path) -> None:
