@@ -132,6 +132,7 @@ class EncoderSettings:
     junction_zone_m: float = 8.0
     stopped_speed_mps: float = 0.05
     stood_within_m: float = 4.0
+    still_mps: float = 1.0  # an object slower than this stands (3σ of a detector's speed noise)
     hold_s: float = 0.5  # objects and lights missed for this long are still encoded
     confirm_frames: int = 2  # an object counts for the safety envelope once seen this often
     pedestrian_half_width_m: float = 0.4  # a pedestrian's half width across the path, margin in
@@ -183,7 +184,7 @@ class ObservationEncoder:
         # route distance of a signed junction line -> sign type; lines the ego stood at
         self._sign_lines: dict[float, SignType] = {}
         self._stood_at: set[float] = set()
-        self._standing = StandingTimer()
+        self._standing = StandingTimer(self.cfg.still_mps, self.cfg.hold_s)
         # id -> (time last seen, the object then, its map-frame x, y, yaw)
         self._objects: dict[int, tuple[float, DetectedObject, float, float, float]] = {}
         self._lights: dict[int, tuple[float, DetectedLight, float, float]] = {}

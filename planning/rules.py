@@ -55,25 +55,30 @@ class RulePlannerSettings:
 
 
 class StandingTimer:
-    """How long each perceived object has stood still (under 0.2 m/s); unseen ones are forgotten."""
+    """How long each perceived object has stood still (under ``still_mps``); an object unseen
+    for longer than ``forget_after_s`` is forgotten (0: at once, as a planner that trusts its
+    perception does; a tracker that bridges a detector's single-frame misses keeps it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, still_mps: float = 0.2, forget_after_s: float = 0.0) -> None:
+        self.still_mps = still_mps
+        self.forget_after_s = forget_after_s
         self._since: dict[int, float] = {}
+        self._seen_at: dict[int, float] = {}
 
     def update(self, perception: PerceptionOutput) -> None:
-        seen = set()
+        t = perception.t
         for o in perception.objects:
-            seen.add(o.id)
-            if o.speed < 0.2:
-                self._since.setdefault(o.id, perception.t)
+            self._seen_at[o.id] = t
+            if o.speed < self.still_mps:
+                self._since.setdefault(o.id, t)
             else:
                 self._since.pop(o.id, None)
-        for k in list(self._since):
-            if k not in seen:
-                del self._since[k]
+        for k in [k for k, seen in self._seen_at.items() if t - seen > self.forget_after_s]:
+            del self._seen_at[k]
+            self._since.pop(k, None)
 
     def seconds(self, obj_id: int, t: float) -> float:
-        """Seconds the object has stood at time ``t``; 0 when it moves or was not seen."""
+        """Seconds the object has stood at time ``t``; 0 when it moves or was forgotten."""
         since = self._since.get(obj_id)
         return 0.0 if since is None else t - since
 

@@ -8,6 +8,7 @@ import pytest
 from perception.ground_truth import GroundTruthPerceiver
 from planning.encoding import (
     EGO_FEATURES,
+    OBJECT_FEATURES,
     OBS_LAYOUT,
     OBS_SIZE,
     ActionSettings,
@@ -19,6 +20,7 @@ from planning.encoding import (
     safe_speed,
 )
 from planning.env import RouteEnv
+from planning.rules import StandingTimer
 from planning.truth import VectorGroundTruthPerceiver
 from sim.messages import RouteAhead, VehicleState
 
@@ -266,3 +268,46 @@ def test_a_one_frame_phantom_is_no_obstacle_but_a_tracked_object_is() -> None:
     front = enc.cfg.ego.length_m - enc.cfg.ego.rear_overhang_m
     assert ob.gap_m == pytest.approx(20.0 - front - 2.25)  # its rear bumper
     assert ob.d_m == pytest.approx(0.0) and ob.half_width_m == pytest.approx(0.95)
+
+
+def test_standing_time_survives_a_detectors_speed_noise() -> None:
+    from dataclasses import replace
+
+    from sim.messages import ActorKind, DetectedObject, PerceptionOutput
+
+    route = _straight()
+    parked = DetectedObject(7, ActorKind.VEHICLE, 20.0, 0.0, 0.0, 0.0, 4.5, 1.9, 1.0)
+    enc = ObservationEncoder()
+    standing = OBS_LAYOUT[0][1] + OBS_LAYOUT[1][1] + OBJECT_FEATURES.index("standing_s")
+    # a parked car whose measured speed jitters (the noise model's 0.3 m/s, up to 3σ)
+    for k, v in enumerate([0.0, 0.6, 0.1, 0.9, 0.3, 0.0, 0.7, 0.2, 0.5, 0.0, 0.8]):
+        p = PerceptionOutput(0.5 * k, k, (replace(parked, speed=v),), (), (), None)
+        obs = enc.encode(p, route, _ego(0.0))
+    assert obs[standing] == pytest.approx(5.0)  # stood since t = 0, read at t = 5 s
+    moving = PerceptionOutput(5.5, 11, (replace(parked, speed=2.0),), (), (), None)
+    assert enc.encode(moving, route, _ego(0.0))[standing] == 0.0
+
+
+def test_standing_time_survives_a_detectors_misses_but_not_a_long_absence() -> None:
+    from sim.messages import ActorKind, DetectedObject, PerceptionOutput
+
+    route = _straight()
+    parked = DetectedObject(7, ActorKind.VEHICLE, 20.0, 0.0, 0.0, 0.0, 4.5, 1.9, 0.0)
+    enc = ObservationEncoder()  # hold_s 0.5: misses of up to 5 frames are bridged
+    standing = OBS_LAYOUT[0][1] + OBS_LAYOUT[1][1] + OBJECT_FEATURES.index("standing_s")
+    missed = {3, 7, 8, 9, 10, 11}  # one miss, then five in a row (0.5 s)
+    for k in range(31):
+        objects = () if k in missed else (parked,)
+        obs = enc.encode(PerceptionOutput(0.1 * k, k, objects, (), (), None), route, _ego(0.0))
+    assert obs[standing] == pytest.approx(3.0)  # stood since t = 0, read at t = 3 s
+    for k in range(31, 38):  # 0.7 s unseen: forgotten
+        enc.encode(PerceptionOutput(0.1 * k, k, (), (), (), None), route, _ego(0.0))
+    back = PerceptionOutput(3.8, 38, (parked,), (), (), None)
+    assert enc.encode(back, route, _ego(0.0))[standing] == 0.0
+
+    # the rule planner's timer (forget_after_s 0, it sees the truth) forgets at the first miss
+    timer = StandingTimer()
+    timer.update(PerceptionOutput(0.0, 0, (parked,), (), (), None))
+    timer.update(PerceptionOutput(0.1, 1, (), (), (), None))
+    timer.update(PerceptionOutput(0.2, 2, (parked,), (), (), None))
+    assert timer.seconds(7, 0.2) == 0.0
