@@ -303,7 +303,7 @@ class ObservationEncoder:
                 float(state == LightState.GREEN),
                 float(state in (LightState.OFF, LightState.UNKNOWN)),
                 min(dist, FAR_M),
-                _stop_speed(dist - cfg.stop_before_line_m, cfg.comfort_decel_mps2),
+                _stop_speed(dist, cfg.comfort_decel_mps2),  # a yellow is stoppable below it
             )
         else:
             out[i + 5] = FAR_M

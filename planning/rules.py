@@ -39,7 +39,7 @@ class RulePlannerSettings:
     s0: float = 3.0  # IDM standstill gap behind a leader (m)
     time_headway_s: float = 1.2
     stop_before_line_m: float = 1.5  # where the front bumper stops before a stop line
-    yellow_decel: float = 3.0  # stop for yellow when this deceleration is enough
+    yellow_decel: float = 3.0  # stop for yellow when this deceleration stops before the line
     max_lateral_accel: float = 2.0  # m/s², caps speed in curves
     corridor_margin_m: float = 0.6  # clearance beside the ego that counts as "on the path"
     pedestrian_predict_s: tuple[float, ...] = (0.0, 1.0, 2.0)
@@ -251,9 +251,12 @@ class RulePlanner:
             if at is None or at < s_front - 0.5:
                 continue
             dist = at - s_front
+            # a yellow is stoppable while the ego can stop before the line itself (the stop
+            # then aims stop_before_line_m before it, or as near as it can): measured against
+            # the aim point instead, the decision flipped to "go" as a late stop closed in on it
             stop = lt.state in (LightState.RED, LightState.UNKNOWN) or (
                 lt.state == LightState.YELLOW
-                and ego.speed**2 <= 2 * cfg.yellow_decel * max(dist - cfg.stop_before_line_m, 0.01)
+                and ego.speed**2 <= 2 * cfg.yellow_decel * max(dist, 0.01)
             )
             if stop and self._line_gap(dist) < best:
                 best = self._line_gap(dist)

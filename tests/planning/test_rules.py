@@ -1,10 +1,13 @@
-"""The rule planner's geometry helpers against numpy's reference implementations."""
+"""The rule planner's geometry helpers against numpy's reference implementations, and its
+decisions at a yellow light."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from planning.rules import gradient_rows, shift_left
+from planning.rules import RulePlanner, gradient_rows, shift_left
+from sim.messages import DetectedLight, LightState, PerceptionOutput, RouteAhead, VehicleState
 
 
 def test_gradient_rows_is_numpys_gradient_bit_for_bit() -> None:
@@ -19,3 +22,38 @@ def test_shift_left_moves_a_straight_line_sideways() -> None:
     shifted = shift_left(path, np.full(5, 1.5))
     assert np.array_equal(shifted, np.column_stack([np.arange(5.0), np.full(5, 1.5)]))
     assert shift_left(path, np.zeros(5)) is path
+
+
+@pytest.mark.parametrize(
+    ("line_m", "speed", "stops"),
+    [
+        (1.0, 1.0, True),  # inside the 1.5 m margin, creeping: 1 m/s stops in 0.17 m
+        (3.5, 3.8, True),  # 3.8² = 14.4 ≤ 2 · 3 · 3.5 = 21: stoppable before the line itself
+        (3.5, 5.0, False),  # 25 > 21: not stoppable at 3 m/s², so go
+        (30.0, 13.0, True),
+    ],
+)
+def test_a_yellow_is_stoppable_while_the_ego_can_stop_before_the_line(
+    line_m: float, speed: float, stops: bool
+) -> None:
+    planner = RulePlanner()
+    front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
+    light = DetectedLight(3, LightState.YELLOW, front + line_m, 0.0)
+    perception = PerceptionOutput(0.0, 0, (), (), (light,), 13.9)
+    planner.update(perception, _straight(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, speed))
+    assert planner.stops_at_line == stops
+
+
+def _straight(n: int = 101) -> RouteAhead:
+    xs = np.arange(n, dtype=np.float64)
+    return RouteAhead(
+        xy=np.stack([xs, np.zeros(n)], -1),
+        yaw=np.zeros(n),
+        speed_limit_mps=np.full(n, 13.9),
+        lane_width_m=np.full(n, 3.5),
+        left_lane=np.full(n, -1),
+        junction=np.full(n, -1),
+        step_m=1.0,
+        s0_m=0.0,
+        remaining_m=float(n - 1),
+    )
