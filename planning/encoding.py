@@ -79,7 +79,7 @@ LIGHT_FEATURES = (
     "green",
     "unknown",
     "distance_m",  # front bumper to its stop line along the route (capped at 100 m)
-    "stop_speed_mps",
+    "stop_speed_mps",  # the speed from which the ego stops before the line at the comfort decel
 )
 SIGN_FEATURES = (
     "stop",
@@ -693,7 +693,8 @@ class ActionSettings:
     line" (a light's or a stop/yield sign's, :attr:`ObservationEncoder.stop_line_m`): the plan
     then brings the front bumper to rest ``stop_before_line_m`` before it, braking at
     ``stop_decel_mps2`` or, when that is no longer enough, at what is needed (at most
-    ``max_decel_mps2``); without a line ahead it stops at ``stop_decel_mps2`` from where it is.
+    ``max_decel_mps2``); without a line ahead it does nothing (the speed channel can still stop:
+    a stop with nothing to stop at, once the ego stands, would never end).
     Whether to stop is the policy's decision; where and how is geometry, as in a behaviour
     layer above a speed planner.
 
@@ -743,15 +744,12 @@ class PlanMaker:
 
     def stop_profile(self, s: FloatArray, speed_mps: float, stop_line_m: float) -> FloatArray:
         """Speeds ``(n,)`` at route distances ``s`` (from the ego) that bring the ego to rest
-        with its front bumper ``stop_before_line_m`` before a line ``stop_line_m`` ahead of it
-        (``inf``: no line, stop at ``stop_decel_mps2`` from here), at a constant deceleration:
-        ``stop_decel_mps2`` or what the distance left needs, at most ``max_decel_mps2``."""
+        with its front bumper ``stop_before_line_m`` before a line ``stop_line_m`` ahead of it,
+        at a constant deceleration: ``stop_decel_mps2`` or what the distance left needs, at most
+        ``max_decel_mps2``."""
         cfg = self.cfg
         v = max(speed_mps, 0.0)
-        if math.isfinite(stop_line_m):
-            room = stop_line_m - cfg.stop_before_line_m
-        else:
-            room = v * v / (2.0 * cfg.stop_decel_mps2)
+        room = stop_line_m - cfg.stop_before_line_m
         if room <= 0.0:
             return np.zeros(len(s))
         decel = min(max(cfg.stop_decel_mps2, v * v / (2.0 * room)), cfg.max_decel_mps2)
@@ -856,6 +854,6 @@ class PlanMaker:
         q = np.minimum.accumulate((v_curve2 + b2 * s)[::-1])[::-1]
         speed = np.minimum(speed, np.sqrt(np.maximum(q - b2 * s, 0.0)))
         speed = np.minimum(speed, envelope)
-        if self.stops(action):
+        if self.stops(action) and math.isfinite(stop_line_m):
             speed = np.minimum(speed, self.stop_profile(s, ego.speed, stop_line_m))
         return Plan(t, frame, path, speed, route.step_m, cfg.horizon_s, origin)

@@ -390,16 +390,18 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
         """What the rule planner, seeing the noise-free truth, would do now, as an action: the
         speed of its plan without the stop lines, its path's offset, and whether it stops for a
         line (the plan maker brakes for the line itself, so the speed channel does not have to
-        learn to)."""
+        learn to). When it stops for a line the student's encoder does not see (a light out of
+        view, a sign it missed), the plan maker has nothing to stop at: then the label is the
+        teacher's whole plan on the speed channel, and no stop."""
         assert self.teacher is not None and self._perception is not None
         truth = self.perceiver.update(obs)
         plan = self.teacher.update(truth, obs.route, obs.ego)
-        if len(self.teacher.speed_without_lines) == len(plan.speed):
-            plan = replace(plan, speed=self.teacher.speed_without_lines)
+        stop = self.teacher.stops_at_line and math.isfinite(self.encoder.stop_line_m)
+        free = self.teacher.speed_without_lines
+        if (stop or not self.teacher.stops_at_line) and len(free) == len(plan.speed):
+            plan = replace(plan, speed=free)
         limit = truth.speed_limit_mps or float(obs.route.speed_limit_mps[0])
-        return self.plan_maker.action_for(
-            plan, obs.route, obs.ego, limit, stop=self.teacher.stops_at_line
-        )
+        return self.plan_maker.action_for(plan, obs.route, obs.ego, limit, stop=stop)
 
     def _encode(self, obs: Observation) -> NDArray[np.float32]:
         perception = self.noise.update(self.perceiver.update(obs))

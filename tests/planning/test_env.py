@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -127,6 +128,27 @@ def test_stopping_at_the_next_line_rests_before_it_and_stays(controller: str) ->
     # the front bumper rests 1.5 m before the stop line, give or take the controller's lag
     assert env.encoder.stop_line_m == pytest.approx(ActionSettings().stop_before_line_m, abs=0.5)
     assert events == []
+
+
+def test_a_stop_the_student_cannot_see_is_labelled_on_the_speed_channel() -> None:
+    scenario = load_scenario("stop_signs")
+    empty = scenario.traffic.model_copy(update={"vehicles": 0, "pedestrians": 0})
+    scenario = scenario.model_copy(update={"traffic": empty, "dt": 0.1})
+    env = RouteEnv(EnvSettings(teacher=True), scenario=scenario)
+    _, info = env.reset(seed=0)
+    label = info["teacher_action"]
+    for _ in range(300):  # drive as the teacher until it stops for the first sign
+        if label[2] > 0.0:
+            break
+        _, _, _, _, info = env.step(label)
+        label = info["teacher_action"]
+    assert label[2] == 1.0 and math.isfinite(env.encoder.stop_line_m)
+    # the same moment, had the student's encoder missed the line: the plan maker could not
+    # stop at it, so the speed channel brakes instead and the stop channel stays off
+    assert env._obs is not None
+    env.encoder.stop_line_m = math.inf
+    unseen = env._teacher_action(env._obs)
+    assert unseen[2] == -1.0 and unseen[0] < label[0]
 
 
 def test_scenarios_come_from_the_seed() -> None:
