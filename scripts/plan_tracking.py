@@ -3,10 +3,14 @@ ego's speed beside the plan's first speed point (what the planner asks for now).
 
     python scripts/plan_tracking.py [--scenario stop_signs] [--seed 100] [--planner rl]
                                     [--controller mpc] [--every 0.5] [--policy ZIP]
+                                    [--actions T0..T1]
 
 Prints the episode's infractions, the largest and the median lag (ego speed minus plan speed)
 while the plan slows down, the lowest speed reached, and a trace of the decelerations
-(docs/planner.md, "Why, and what next").
+(docs/planner.md, "Why, and what next"). With ``--actions`` (RL planner), every decision
+between T0 and T1 seconds: the policy's action (speed share, offset, stop at the line), the
+distance to the next stop line the encoder sees, the governing light, and the obstacles the
+safety envelope counts (bumper gap, offset from the route, speed).
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ def main() -> None:
     ap.add_argument("--controller", default="mpc", choices=("pid", "mpc"))
     ap.add_argument("--every", type=float, default=0.5, help="trace period (s)")
     ap.add_argument("--policy", default="", help="the RL planner's policy (default: shipped)")
+    ap.add_argument("--actions", default="", help="T0..T1: print the RL policy's decisions")
     args = ap.parse_args()
+    window = _window(args.actions) if args.actions else None
+    if window is not None and args.planner != "rl":
+        ap.error("--actions traces the RL planner's decisions: use it with --planner rl")
     cfg = StackConfig(planner=args.planner, controller=args.controller, policy=args.policy)
     stack = build_stack(cfg)
     rows: list[tuple[float, float, float]] = []  # t, ego speed, plan speed now
@@ -37,6 +45,8 @@ def main() -> None:
     def update(p: PerceptionOutput, route: RouteAhead, ego: VehicleState) -> Plan:
         plan = inner(p, route, ego)
         rows.append((ego.t, ego.speed, float(plan.speed[0])))
+        if window is not None and window[0] <= ego.t <= window[1]:
+            print(_decision(stack.planner, p, ego.t, ego.speed, float(plan.speed[0])))
         return plan
 
     stack.planner.update = update  # type: ignore[method-assign,assignment]
@@ -59,6 +69,28 @@ def main() -> None:
         if t - last >= args.every:
             print(f"  t {t:6.2f} s   ego {v:6.3f} m/s   plan {p:6.3f} m/s")
             last = t
+
+
+def _window(text: str) -> tuple[float, float]:
+    try:
+        t0, t1 = (float(v) for v in text.split(".."))
+    except ValueError:
+        raise SystemExit(f"--actions {text!r}: expected T0..T1 in seconds, e.g. 50..62") from None
+    return t0, t1
+
+
+def _decision(planner: object, p: PerceptionOutput, t: float, v: float, plan_v: float) -> str:
+    a = planner.last_action  # type: ignore[attr-defined]
+    enc = planner.encoder  # type: ignore[attr-defined]
+    light = f"{p.lights[0].state.name.lower()}" if p.lights else "-"
+    obstacles = " ".join(
+        f"({o.gap_m:.1f} m, {o.d_m:+.1f} m, {o.speed_mps:.1f} m/s)" for o in enc.obstacles[:3]
+    )
+    return (
+        f"  t {t:6.2f} s  ego {v:5.2f}  plan {plan_v:5.2f} m/s  action "
+        f"[{a[0]:+.2f} {a[1]:+.2f} {a[2]:+.2f}]  line {enc.stop_line_m:6.1f} m  light {light:7s}"
+        f"  obstacles {obstacles or '-'}"
+    )
 
 
 if __name__ == "__main__":
