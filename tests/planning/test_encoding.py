@@ -23,21 +23,7 @@ from planning.env import RouteEnv
 from planning.rules import StandingTimer
 from planning.truth import VectorGroundTruthPerceiver
 from sim.messages import RouteAhead, VehicleState
-
-
-def _straight(n: int = 101, limit: float = 13.9) -> RouteAhead:
-    xs = np.arange(n, dtype=np.float64)
-    return RouteAhead(
-        xy=np.stack([xs, np.zeros(n)], -1),
-        yaw=np.zeros(n),
-        speed_limit_mps=np.full(n, limit),
-        lane_width_m=np.full(n, 3.5),
-        left_lane=np.full(n, -1),
-        junction=np.full(n, -1),
-        step_m=1.0,
-        s0_m=0.0,
-        remaining_m=float(n - 1),
-    )
+from tests.planning.routes import straight_route
 
 
 def _ego(speed: float) -> VehicleState:
@@ -50,7 +36,7 @@ def test_layout_adds_up() -> None:
 
 def test_full_stop_action_plans_a_stop_and_full_speed_reaches_the_limit() -> None:
     maker = PlanMaker()
-    route = _straight()
+    route = straight_route()
     stop = maker.make(np.array([-1.0, 0.0, -1.0], np.float32), route, _ego(10.0), 13.9, 0.0, 0)
     assert stop.speed[0] < 10.0 and stop.speed[-1] == 0.0
     go = maker.make(np.array([1.0, 0.0, -1.0], np.float32), route, _ego(5.0), 13.9, 0.0, 0)
@@ -62,7 +48,7 @@ def test_full_stop_action_plans_a_stop_and_full_speed_reaches_the_limit() -> Non
 def test_offset_action_shifts_the_path_smoothly_to_the_left() -> None:
     cfg = ActionSettings()
     left = np.array([0.0, 1.0, -1.0], np.float32)
-    plan = PlanMaker(cfg).make(left, _straight(), _ego(5.0), 13.9, 0, 0)
+    plan = PlanMaker(cfg).make(left, straight_route(), _ego(5.0), 13.9, 0, 0)
     assert plan.path[0, 1] == pytest.approx(0.0)
     assert plan.path[-1, 1] == pytest.approx(cfg.max_offset_m)
     assert np.all(np.diff(plan.path[:, 1]) >= -1e-12)  # monotonic: no kink back
@@ -90,7 +76,7 @@ def test_curves_cap_the_planned_speed_by_lateral_acceleration() -> None:
 def test_action_for_inverts_make_on_a_straight_road(a0: float) -> None:
     # targets whose approach stays within the comfort bounds (from 8 m/s: 5 to 9 m/s)
     maker = PlanMaker()
-    route, ego = _straight(), _ego(8.0)
+    route, ego = straight_route(), _ego(8.0)
     plan = maker.make(np.array([a0, 0.3, -1.0], np.float32), route, ego, 13.9, 0.0, 0)
     back = maker.action_for(plan, route, ego, 13.9)
     v_back, off_back = maker.target(back, 13.9)
@@ -100,7 +86,7 @@ def test_action_for_inverts_make_on_a_straight_road(a0: float) -> None:
 
 
 def test_stop_action_brings_the_front_bumper_to_rest_before_the_line() -> None:
-    maker, route = PlanMaker(), _straight()
+    maker, route = PlanMaker(), straight_route()
     go_and_stop = np.array([1.0, 0.0, 1.0], np.float32)
     # from 10 m/s, a line 30 m ahead: rest 1.5 m before it (s = 28.5 from the ego) at the
     # comfort deceleration 2.5 m/s², which binds only where it is below the action's speed
@@ -126,7 +112,7 @@ def test_stop_action_brings_the_front_bumper_to_rest_before_the_line() -> None:
 @pytest.mark.parametrize("stop", [False, True])
 def test_action_for_carries_the_stop_decision(stop: bool) -> None:
     maker = PlanMaker()
-    route, ego = _straight(), _ego(8.0)
+    route, ego = straight_route(), _ego(8.0)
     plan = maker.make(np.array([0.0, 0.0, -1.0], np.float32), route, ego, 13.9, 0.0, 0)
     assert maker.action_for(plan, route, ego, 13.9, stop=stop)[2] == (1.0 if stop else -1.0)
     assert PlanMaker.stops(maker.action_for(plan, route, ego, 13.9, stop=stop)) == stop
@@ -227,7 +213,7 @@ def test_envelope_along_the_plan_predicts_objects_at_constant_speed() -> None:
 
 def test_plan_maker_bounds_the_plan_but_the_policy_may_go_slower() -> None:
     maker = PlanMaker(ActionSettings(envelope=RSS5))
-    route = _straight()
+    route = straight_route()
     # the ego's front bumper sits at route s = front; an obstacle stands 16 m ahead of it
     p = ActionSettings().ego
     front = p.length_m - p.rear_overhang_m
@@ -255,7 +241,7 @@ def test_a_one_frame_phantom_is_no_obstacle_but_a_tracked_object_is() -> None:
 
     from sim.messages import ActorKind, DetectedObject, PerceptionOutput
 
-    route = _straight()
+    route = straight_route()
     car = DetectedObject(7, ActorKind.VEHICLE, 20.0, 0.0, 0.0, 0.0, 4.5, 1.9, 1.0)
     p0 = PerceptionOutput(0.0, 0, (car,), (), (), None)
     enc = ObservationEncoder()
@@ -274,7 +260,7 @@ def test_standing_time_survives_a_detectors_speed_noise() -> None:
 
     from sim.messages import ActorKind, DetectedObject, PerceptionOutput
 
-    route = _straight()
+    route = straight_route()
     parked = DetectedObject(7, ActorKind.VEHICLE, 20.0, 0.0, 0.0, 0.0, 4.5, 1.9, 1.0)
     enc = ObservationEncoder()
     standing = OBS_LAYOUT[0][1] + OBS_LAYOUT[1][1] + OBJECT_FEATURES.index("standing_s")
@@ -290,7 +276,7 @@ def test_standing_time_survives_a_detectors_speed_noise() -> None:
 def test_standing_time_survives_a_detectors_misses_but_not_a_long_absence() -> None:
     from sim.messages import ActorKind, DetectedObject, PerceptionOutput
 
-    route = _straight()
+    route = straight_route()
     parked = DetectedObject(7, ActorKind.VEHICLE, 20.0, 0.0, 0.0, 0.0, 4.5, 1.9, 0.0)
     enc = ObservationEncoder()  # hold_s 0.5: misses of up to 5 frames are bridged
     standing = OBS_LAYOUT[0][1] + OBS_LAYOUT[1][1] + OBJECT_FEATURES.index("standing_s")

@@ -172,17 +172,18 @@ class _TwoActions(gym.Env):
         return np.zeros(self.observation_space.shape, np.float32), 0.0, True, False, {}
 
 
-def test_a_policy_with_the_old_two_float_action_is_refused(tmp_path: Path) -> None:
-    model = PPO("MlpPolicy", _TwoActions(), n_steps=64, batch_size=64, device="cpu")
-    path = tmp_path / "two.zip"
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (_TwoActions, r"action space Box\(2,\).*Box\(3,\).*retrain"),  # before the stop channel
+        (_OldLayout, r"Box\(150,\).*Box\(148,\).*retrain"),  # with the previous action
+    ],
+)
+def test_a_policy_for_other_spaces_is_refused(
+    tmp_path: Path, env: type[gym.Env], message: str
+) -> None:
+    model = PPO("MlpPolicy", env(), n_steps=64, batch_size=64, device="cpu")
+    path = tmp_path / "other.zip"
     model.save(str(path))
-    with pytest.raises(PolicyMismatchError, match=r"action space Box\(2,\).*Box\(3,\).*retrain"):
-        RLPlanner(RLPlannerSettings(policy=path))
-
-
-def test_a_policy_with_the_old_observation_layout_is_refused(tmp_path: Path) -> None:
-    model = PPO("MlpPolicy", _OldLayout(), n_steps=64, batch_size=64, device="cpu")
-    path = tmp_path / "old.zip"
-    model.save(str(path))
-    with pytest.raises(PolicyMismatchError, match=r"Box\(150,\).*Box\(148,\).*retrain"):
+    with pytest.raises(PolicyMismatchError, match=message):
         RLPlanner(RLPlannerSettings(policy=path))

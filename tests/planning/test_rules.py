@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from planning.rules import RulePlanner, gradient_rows, shift_left
-from sim.messages import DetectedLight, LightState, PerceptionOutput, RouteAhead, VehicleState
+from sim.messages import DetectedLight, LightState, PerceptionOutput, VehicleState
+from tests.planning.routes import straight_route
 
 
 def test_gradient_rows_is_numpys_gradient_bit_for_bit() -> None:
@@ -40,20 +41,5 @@ def test_a_yellow_is_stoppable_while_the_ego_can_stop_before_the_line(
     front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
     light = DetectedLight(3, LightState.YELLOW, front + line_m, 0.0)
     perception = PerceptionOutput(0.0, 0, (), (), (light,), 13.9)
-    planner.update(perception, _straight(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, speed))
+    planner.update(perception, straight_route(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, speed))
     assert planner.stops_at_line == stops
-
-
-def _straight(n: int = 101) -> RouteAhead:
-    xs = np.arange(n, dtype=np.float64)
-    return RouteAhead(
-        xy=np.stack([xs, np.zeros(n)], -1),
-        yaw=np.zeros(n),
-        speed_limit_mps=np.full(n, 13.9),
-        lane_width_m=np.full(n, 3.5),
-        left_lane=np.full(n, -1),
-        junction=np.full(n, -1),
-        step_m=1.0,
-        s0_m=0.0,
-        remaining_m=float(n - 1),
-    )
