@@ -31,10 +31,11 @@ SI units, ego frame: x forward, y left):
 **Action** ``Box(-1, 1, (3,), float32)``: target speed as a share of the active limit
 (-1 → stop, +1 → the limit), lateral offset left of the centreline (±1 → ±3.5 m), and whether
 to stop at the next stop line (> 0: the plan comes to rest 1.5 m before the next light's or
-stop/yield sign's line); see :class:`planning.encoding.ActionSettings`. The planned speed is
-bounded by the safety envelope (:func:`planning.encoding.envelope_profile`: never faster than the
-speed from which the ego still stops behind the object on its planned path if that object brakes
-hard); whether to stop for lights and signs, and yielding, stay the policy's decisions.
+stop/yield sign's line the encoder sees; nothing without one); see
+:class:`planning.encoding.ActionSettings`. The planned speed is bounded by the safety envelope
+(:func:`planning.encoding.envelope_profile`: never faster than the speed from which the ego still
+stops behind the object on its planned path if that object brakes hard); whether to stop for
+lights and signs, and yielding, stay the policy's decisions.
 
 **Reward** per decision, the sum of the named parts in ``info["reward_parts"]``, shaped like the
 Leaderboard's driving score (DS = RC × Π coefficients, so on a route of ``100 /
