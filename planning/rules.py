@@ -112,7 +112,9 @@ class RulePlanner:
         base = route.xy[:n]  # (n, 2) ego frame
         s = np.arange(n, dtype=np.float64) * route.step_m  # (n,) distance from its first point
         if n < 2 or not perception.valid:
-            return self._stop_plan(ego, base)
+            plan = self._stop_plan(ego, base)
+            self.stops_at_line, self.speed_without_lines = False, plan.speed
+            return plan
         front = p.length_m - p.rear_overhang_m  # ego frame x of the front bumper
         s_front = front - float(base[0, 0])  # route distance of the front bumper, roughly
         self._standing.update(perception)

@@ -20,6 +20,7 @@ import itertools
 import statistics
 
 from launch.stack import StackConfig, build_stack, make_world, run_episode
+from planning.rl import RLPlanner
 from sim.messages import PerceptionOutput, Plan, RouteAhead, VehicleState
 from sim.scenario import load_scenario
 
@@ -46,6 +47,7 @@ def main() -> None:
         plan = inner(p, route, ego)
         rows.append((ego.t, ego.speed, float(plan.speed[0])))
         if window is not None and window[0] <= ego.t <= window[1]:
+            assert isinstance(stack.planner, RLPlanner)
             print(_decision(stack.planner, p, ego.t, ego.speed, float(plan.speed[0])))
         return plan
 
@@ -79,9 +81,8 @@ def _window(text: str) -> tuple[float, float]:
     return t0, t1
 
 
-def _decision(planner: object, p: PerceptionOutput, t: float, v: float, plan_v: float) -> str:
-    a = planner.last_action  # type: ignore[attr-defined]
-    enc = planner.encoder  # type: ignore[attr-defined]
+def _decision(planner: RLPlanner, p: PerceptionOutput, t: float, v: float, plan_v: float) -> str:
+    a, enc = planner.last_action, planner.encoder
     light = f"{p.lights[0].state.name.lower()}" if p.lights else "-"
     obstacles = " ".join(
         f"({o.gap_m:.1f} m, {o.d_m:+.1f} m, {o.speed_mps:.1f} m/s)" for o in enc.obstacles[:3]

@@ -43,3 +43,20 @@ def test_a_yellow_is_stoppable_while_the_ego_can_stop_before_the_line(
     perception = PerceptionOutput(0.0, 0, (), (), (light,), 13.9)
     planner.update(perception, straight_route(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, speed))
     assert planner.stops_at_line == stops
+
+
+def test_a_stop_for_nothing_seen_is_no_stop_at_a_line() -> None:
+    # what imitation reads (stops_at_line, speed_without_lines) follows every update, also the
+    # ones where perception is invalid and the planner simply stops
+    planner = RulePlanner()
+    front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
+    red = PerceptionOutput(
+        0.0, 0, (), (), (DetectedLight(3, LightState.RED, front + 20.0, 0.0),), 13.9
+    )
+    ego = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 10.0)
+    planner.update(red, straight_route(), ego)
+    assert planner.stops_at_line
+    blind = PerceptionOutput(0.1, 1, (), (), (), None, valid=False)
+    plan = planner.update(blind, straight_route(), ego)
+    assert not planner.stops_at_line
+    assert np.array_equal(planner.speed_without_lines, plan.speed) and np.all(plan.speed == 0.0)
