@@ -134,6 +134,7 @@ class EncoderSettings:
     stood_within_m: float = 4.0
     still_mps: float = 1.0  # an object slower than this stands (3σ of a detector's speed noise)
     hold_s: float = 0.5  # objects and lights missed for this long are still encoded
+    light_confirm_s: float = 0.1  # a light's new state counts once reported this long
     confirm_frames: int = 2  # an object counts for the safety envelope once seen this often
     pedestrian_half_width_m: float = 0.4  # a pedestrian's half width across the path, margin in
     ego: VehicleParams = field(default_factory=VehicleParams)
@@ -188,6 +189,8 @@ class ObservationEncoder:
         # id -> (time last seen, the object then, its map-frame x, y, yaw)
         self._objects: dict[int, tuple[float, DetectedObject, float, float, float]] = {}
         self._lights: dict[int, tuple[float, DetectedLight, float, float]] = {}
+        # id -> (the state encoded, a different state reported since, since when)
+        self._light_states: dict[int, tuple[LightState, LightState, float]] = {}
         self._seen_frames: dict[int, int] = {}  # id -> frames it was detected in (while held)
         self.obstacles: tuple[Obstacle, ...] = ()
         self.stop_line_m = math.inf  # front bumper to the next stop line (light or sign), m
@@ -380,23 +383,52 @@ class ObservationEncoder:
         return out
 
     def _hold_lights(self, perception: PerceptionOutput, ego: VehicleState) -> list[DetectedLight]:
-        """This frame's lights, and those missed for at most ``hold_s`` (their last state)."""
+        """This frame's lights, and those missed for at most ``hold_s`` (their last state), each
+        in its confirmed state (:meth:`_confirmed_state`)."""
         t = perception.t
         c, s = math.cos(ego.yaw), math.sin(ego.yaw)
         current = {lt.id for lt in perception.lights}
+        out = []
         for lt in perception.lights:
+            lt = replace(lt, state=self._confirmed_state(lt.id, lt.state, t))
             mx, my = ego.x + c * lt.stop_x - s * lt.stop_y, ego.y + s * lt.stop_x + c * lt.stop_y
             self._lights[lt.id] = (t, lt, mx, my)
-        out = list(perception.lights)
+            out.append(lt)
         for k, (t_seen, lt, mx, my) in list(self._lights.items()):
             if k in current:
                 continue
             if t - t_seen > self.cfg.hold_s:
                 del self._lights[k]
+                self._light_states.pop(k, None)
                 continue
             dx, dy = mx - ego.x, my - ego.y
             out.append(replace(lt, stop_x=c * dx + s * dy, stop_y=-s * dx + c * dy))
         return out
+
+    def _confirmed_state(self, light_id: int, state: LightState, t: float) -> LightState:
+        """The state to encode for a light reported in ``state`` at ``t``: a new light's state at
+        once; a change once the new state has been reported for ``light_confirm_s``.
+
+        A light classifier's errors are mostly single frames (the noise model's
+        ``light_confusion_prob``). Read raw, each wrong frame is a state the teacher contradicts:
+        standing at a red light, a frame read green is labelled "stop", so the student cannot
+        trust a green it sees while standing and takes its cue from context, such as crossing
+        traffic, instead (docs/planner.md, "What each change did"). Deployed light recognisers
+        filter the colour over time the same way (Apollo's traffic-light tracker accepts a new
+        colour after ``hysteretic_threshold_count`` frames); it costs ``light_confirm_s`` at a
+        real change.
+        """
+        prev = self._light_states.get(light_id)
+        if prev is None or state == prev[0]:
+            self._light_states[light_id] = (state, state, t)
+            return state
+        encoded, candidate, since = prev
+        if state != candidate:
+            candidate, since = state, t
+        if t - since >= self.cfg.light_confirm_s - 1e-6:
+            encoded = state
+        self._light_states[light_id] = (encoded, candidate, since)
+        return encoded
 
     def _standing_s(self, obj_id: int, t: float) -> float:
         return min(self._standing.seconds(obj_id, t), 10.0)

@@ -63,6 +63,7 @@ Two rollouts with the same seed and actions are identical.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -85,7 +86,7 @@ from planning.noise import NoiseSettings, PerceptionNoise
 from planning.rules import RulePlanner
 from planning.truth import VectorGroundTruthPerceiver
 from sim.errors import DrivestackError, ScenarioError
-from sim.messages import Event, Observation, PerceptionOutput
+from sim.messages import Event, LightState, Observation, PerceptionOutput
 from sim.metrics import MIN_SPEED_PENALTY_VALUE, PENALTY_COEFFICIENTS
 from sim.scenario import Scenario
 from sim.world import EmbeddedWorld
@@ -273,6 +274,12 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
         self.plan_maker = PlanMaker(self.cfg.action)
         self.controller = make_controller(self.cfg.controller)
         self.teacher = RulePlanner() if self.cfg.teacher else None
+        # the teacher reads each light's state as old as the student's encoder does (the noise
+        # model's delay, then the encoder's confirmation of a change): _teacher_action
+        lag = self.cfg.noise.delay_frames + round(
+            self.cfg.encoder.light_confirm_s / self.cfg.planner_dt_s
+        )
+        self._light_states: deque[dict[int, LightState]] = deque(maxlen=lag + 1)
         self._obs: Observation | None = None
         self._perception: PerceptionOutput | None = None
 
@@ -299,6 +306,7 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
         self.controller.reset()
         if self.teacher is not None:
             self.teacher.reset()
+        self._light_states.clear()
         self._obs = obs
         self._progress = self.world.monitor.progress_m
         self._outside = self.world.monitor.outside_m
@@ -393,9 +401,21 @@ class RouteEnv(gym.Env[np.ndarray, np.ndarray]):
         line (the plan maker brakes for the line itself, so the speed channel does not have to
         learn to). When it stops for a line the student's encoder does not see (a light out of
         view, a sign it missed), the plan maker has nothing to stop at: then the label is the
-        teacher's whole plan on the speed channel, and no stop."""
+        teacher's whole plan on the speed channel, and no stop.
+
+        The teacher sees each light in the state it had as many frames ago as the student's
+        encoder can know it (the perception delay, then the encoder's ``light_confirm_s``).
+        With the current state, the frames just after a change were labelled with what the
+        student could not yet see: "go" while it still read red, "stop" while it still read
+        green; the student could only match them by guessing the change from context."""
         assert self.teacher is not None and self._perception is not None
         truth = self.perceiver.update(obs)
+        self._light_states.append({lt.id: lt.state for lt in truth.lights})
+        known = self._light_states[0]
+        truth = replace(
+            truth,
+            lights=tuple(replace(lt, state=known.get(lt.id, lt.state)) for lt in truth.lights),
+        )
         plan = self.teacher.update(truth, obs.route, obs.ego)
         stop = self.teacher.stops_at_line and math.isfinite(self.encoder.stop_line_m)
         free = self.teacher.speed_without_lines

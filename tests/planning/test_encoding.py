@@ -22,7 +22,13 @@ from planning.encoding import (
 from planning.env import RouteEnv
 from planning.rules import StandingTimer
 from planning.truth import VectorGroundTruthPerceiver
-from sim.messages import RouteAhead, VehicleState
+from sim.messages import (
+    DetectedLight,
+    LightState,
+    PerceptionOutput,
+    RouteAhead,
+    VehicleState,
+)
 from tests.planning.routes import straight_route
 
 
@@ -296,3 +302,31 @@ def test_standing_time_survives_a_detectors_misses_but_not_a_long_absence() -> N
     timer.update(PerceptionOutput(0.1, 1, (), (), (), None))
     timer.update(PerceptionOutput(0.2, 2, (parked,), (), (), None))
     assert timer.seconds(7, 0.2) == 0.0
+
+
+# ------------------------------------------------------------------------- the light's state
+def _light_colour(enc: ObservationEncoder, state: LightState, t: float) -> str:
+    light = DetectedLight(7, state, 20.0, 0.0)
+    perception = PerceptionOutput(t, round(t * 10), (), (), (light,), 13.9)
+    out = enc.encode(perception, straight_route(), _ego(0.0))
+    start = dict(_offsets())["light"]
+    red, yellow, green = out[start + 1 : start + 4]
+    return "red" if red else "yellow" if yellow else "green" if green else "other"
+
+
+def _offsets() -> list[tuple[str, int]]:
+    at, out = 0, []
+    for name, size in OBS_LAYOUT:
+        out.append((name, at))
+        at += size
+    return out
+
+
+def test_one_frame_of_a_wrong_light_colour_is_not_encoded_but_a_change_is() -> None:
+    enc = ObservationEncoder()  # light_confirm_s 0.1: a change counts on its second frame
+    r, g = LightState.RED, LightState.GREEN
+    states = [r, r, g, r, g, g, g]  # one wrong frame, then the light turns green
+    seen = [_light_colour(enc, state, 0.1 * k) for k, state in enumerate(states)]
+    assert seen == ["red", "red", "red", "red", "red", "green", "green"]
+    # a light seen for the first time is encoded in its state at once
+    assert _light_colour(ObservationEncoder(), LightState.GREEN, 0.0) == "green"

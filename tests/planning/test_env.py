@@ -11,9 +11,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from planning.encoding import OBS_SIZE, ActionSettings, EnvelopeSettings
+from planning.encoding import OBS_LAYOUT, OBS_SIZE, ActionSettings, EnvelopeSettings
 from planning.env import ENV_ID, REWARD_PARTS, EnvSettings, RouteEnv, sample_scenario
+from planning.noise import NO_NOISE
 from sim.errors import DrivestackError
+from sim.messages import LightState
 from sim.scenario import load_scenario
 
 
@@ -164,3 +166,37 @@ def test_scenarios_come_from_the_seed() -> None:
 def test_unknown_controller_is_refused() -> None:
     with pytest.raises(DrivestackError, match="allowed: pid, mpc"):
         RouteEnv(EnvSettings(controller="bangbang"))
+
+
+def test_the_teacher_sees_a_light_change_when_the_student_can() -> None:
+    # no detector errors, no delay: the student's encoder confirms a colour change one frame
+    # after it happens, and the teacher's label must change on that same frame, not before
+    scenario = load_scenario("red_lights")
+    empty = scenario.traffic.model_copy(update={"vehicles": 0, "pedestrians": 0})
+    scenario = scenario.model_copy(update={"traffic": empty, "dt": 0.1})
+    env = RouteEnv(EnvSettings(teacher=True, noise=NO_NOISE), scenario=scenario)
+    _, info = env.reset(seed=0)
+    label = info["teacher_action"]
+    light = sum(n for name, n in OBS_LAYOUT[: [k for k, _ in OBS_LAYOUT].index("light")])
+    rows = []  # (truth is green, the student reads green, the teacher stops at the line)
+    for _ in range(1200):
+        obs, _, terminated, truncated, info = env.step(label)
+        label = info["teacher_action"]
+        assert env._obs is not None
+        truth = env.perceiver.update(env._obs).lights
+        rows.append(
+            (
+                bool(truth) and truth[0].state == LightState.GREEN,
+                obs[light + 3] == 1.0,
+                label[2] > 0,
+            )
+        )
+        if terminated or truncated:
+            break
+    stood_and_went = [
+        k for k in range(1, len(rows)) if rows[k - 1][2] and not rows[k - 1][0] and rows[k][0]
+    ]
+    assert stood_and_went, "the teacher never waited at a red light that turned green"
+    for k in stood_and_went:
+        assert not rows[k][1] and rows[k][2]  # truth green: the student still reads red, stop
+        assert rows[k + 1][1] and not rows[k + 1][2]  # one frame on: both see green
