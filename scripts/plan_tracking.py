@@ -7,10 +7,12 @@ ego's speed beside the plan's first speed point (what the planner asks for now).
 
 Prints the episode's infractions, the largest and the median lag (ego speed minus plan speed)
 while the plan slows down, the lowest speed reached, and a trace of the decelerations
-(docs/planner.md, "Why, and what next"). With ``--actions`` (RL planner), every decision
-between T0 and T1 seconds: the policy's action (speed share, offset, stop at the line), the
+(docs/planner.md, "Why, and what next"). With ``--actions``, every decision between T0 and
+T1 seconds: for the RL planner the policy's action (speed share, offset, stop at the line), the
 distance to the next stop line the encoder sees, the governing light, and the obstacles the
-safety envelope counts (bumper gap, offset from the route, speed).
+safety envelope counts (bumper gap, offset from the route, speed); for the rule planner whether
+it stops for a line, what limits its speed, and the lights it is given (state, ego-frame x of
+the stop line).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import statistics
 
 from launch.stack import StackConfig, build_stack, make_world, run_episode
 from planning.rl import RLPlanner
+from planning.rules import RulePlanner
 from sim.messages import PerceptionOutput, Plan, RouteAhead, VehicleState
 from sim.scenario import load_scenario
 
@@ -36,8 +39,6 @@ def main() -> None:
     ap.add_argument("--actions", default="", help="T0..T1: print the RL policy's decisions")
     args = ap.parse_args()
     window = _window(args.actions) if args.actions else None
-    if window is not None and args.planner != "rl":
-        ap.error("--actions traces the RL planner's decisions: use it with --planner rl")
     cfg = StackConfig(planner=args.planner, controller=args.controller, policy=args.policy)
     stack = build_stack(cfg)
     rows: list[tuple[float, float, float]] = []  # t, ego speed, plan speed now
@@ -47,8 +48,11 @@ def main() -> None:
         plan = inner(p, route, ego)
         rows.append((ego.t, ego.speed, float(plan.speed[0])))
         if window is not None and window[0] <= ego.t <= window[1]:
-            assert isinstance(stack.planner, RLPlanner)
-            print(_decision(stack.planner, p, ego.t, ego.speed, float(plan.speed[0])))
+            planner = stack.planner
+            if isinstance(planner, RLPlanner):
+                print(_decision(planner, p, ego.t, ego.speed, float(plan.speed[0])))
+            elif isinstance(planner, RulePlanner):
+                print(_rule_decision(planner, p, ego.t, ego.speed, float(plan.speed[0])))
         return plan
 
     stack.planner.update = update  # type: ignore[method-assign,assignment]
@@ -91,6 +95,17 @@ def _decision(planner: RLPlanner, p: PerceptionOutput, t: float, v: float, plan_
         f"  t {t:6.2f} s  ego {v:5.2f}  plan {plan_v:5.2f} m/s  action "
         f"[{a[0]:+.2f} {a[1]:+.2f} {a[2]:+.2f}]  line {enc.stop_line_m:6.1f} m  light {light:7s}"
         f"  obstacles {obstacles or '-'}"
+    )
+
+
+def _rule_decision(
+    planner: RulePlanner, p: PerceptionOutput, t: float, v: float, plan_v: float
+) -> str:
+    lights = " ".join(f"({lt.state.name.lower()}, {lt.stop_x:.1f} m)" for lt in p.lights)
+    return (
+        f"  t {t:6.2f} s  ego {v:5.2f}  plan {plan_v:5.2f} m/s  stops at a line "
+        f"{'yes' if planner.stops_at_line else 'no ':3s}  {planner.reason:28s}"
+        f"  lights {lights or '-'}"
     )
 
 
