@@ -4,7 +4,9 @@
 fixed-size ``float32`` vector (the layout is :data:`OBS_LAYOUT`; units below). It is stateful
 the way a driver is: it remembers stop lines of stop/yield signs it has seen (a camera loses a
 roadside sign in the last metres) and whether the ego has stood at them, and for how long each
-tracked object has been standing; it also says where the next stop line is
+tracked object has been standing, and it takes a light's change of colour only once it has
+been reported for ``light_confirm_s`` (one wrong frame of a classifier is not a change); it
+also says where the next stop line is
 (:attr:`ObservationEncoder.stop_line_m`). :class:`PlanMaker` turns an action (target speed,
 lateral offset, stop at the next line) into a smooth, kinematically feasible
 :class:`~sim.messages.Plan`.
