@@ -105,6 +105,16 @@ OBS_LAYOUT: tuple[tuple[str, int], ...] = (
     ("junction", len(JUNCTION_FEATURES)),
 )
 OBS_SIZE = sum(n for _, n in OBS_LAYOUT)
+
+
+def obs_offset(block: str) -> int:
+    """Index of the first feature of ``block`` (a name in :data:`OBS_LAYOUT`) in an observation."""
+    names = [name for name, _ in OBS_LAYOUT]
+    if block not in names:
+        raise KeyError(f"no observation block {block!r}; the blocks are {', '.join(names)}")
+    return sum(n for _, n in OBS_LAYOUT[: names.index(block)])
+
+
 ACTION_SIZE = 3  # target speed share, lateral offset, stop at the next stop line
 OBS_LIMIT = 1000.0  # every feature is clipped to ±this, so the space is a bounded Box
 FAR_M = 100.0  # "nothing there" distance

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--controller", default="mpc", choices=("pid", "mpc"))
     ap.add_argument("--every", type=float, default=0.5, help="trace period (s)")
     ap.add_argument("--policy", default="", help="the RL planner's policy (default: shipped)")
-    ap.add_argument("--actions", default="", help="T0..T1: print the RL policy's decisions")
+    ap.add_argument("--actions", default="", help="T0..T1: print the planner's decisions")
     args = ap.parse_args()
     window = _window(args.actions) if args.actions else None
     cfg = StackConfig(planner=args.planner, controller=args.controller, policy=args.policy)

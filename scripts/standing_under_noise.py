@@ -16,25 +16,11 @@ import argparse
 
 import numpy as np
 
-from planning.encoding import OBJECT_FEATURES, OBS_LAYOUT, ObservationEncoder
+from planning.encoding import OBJECT_FEATURES, ObservationEncoder, obs_offset
 from planning.noise import PerceptionNoise
 from planning.rules import StandingTimer
-from sim.messages import ActorKind, DetectedObject, PerceptionOutput, RouteAhead, VehicleState
-
-
-def straight_route(n: int = 101) -> RouteAhead:
-    xs = np.arange(n, dtype=np.float64)
-    return RouteAhead(
-        xy=np.stack([xs, np.zeros(n)], -1),
-        yaw=np.zeros(n),
-        speed_limit_mps=np.full(n, 13.9),
-        lane_width_m=np.full(n, 3.5),
-        left_lane=np.full(n, -1),
-        junction=np.full(n, -1),
-        step_m=1.0,
-        s0_m=0.0,
-        remaining_m=float(n - 1),
-    )
+from sim.messages import ActorKind, DetectedObject, PerceptionOutput, VehicleState
+from sim.route import straight_route_ahead
 
 
 def standing_read(distance_m: float, seconds: float, seed: int, bridge_misses: bool) -> float:
@@ -45,8 +31,8 @@ def standing_read(distance_m: float, seconds: float, seed: int, bridge_misses: b
     noise = PerceptionNoise()
     noise.reset(np.random.default_rng(seed))
     parked = DetectedObject(7, ActorKind.VEHICLE, distance_m, 0.0, 0.0, 0.0, 4.5, 1.9, 0.0)
-    route, ego = straight_route(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0)
-    index = OBS_LAYOUT[0][1] + OBS_LAYOUT[1][1] + OBJECT_FEATURES.index("standing_s")
+    route, ego = straight_route_ahead(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0)
+    index = obs_offset("objects") + OBJECT_FEATURES.index("standing_s")
     obs = np.zeros(0, dtype=np.float32)
     for k in range(round(seconds * 10) + 1):
         truth = PerceptionOutput(0.1 * k, k, (parked,), (), (), None)

@@ -262,6 +262,23 @@ def route_for(road_map: RoadMap, spec: RouteSpec, rng: np.random.Generator) -> R
     return random_route(road_map, rng, spec.random.min_length_m)
 
 
+def straight_route_ahead(n: int = 101, limit_mps: float = 13.9) -> RouteAhead:
+    """A straight lane along the ego's +x, one point a metre from the ego, ``n`` points, no
+    junction and no lane on the left: for planners' tests and scripts that need no map."""
+    xs = np.arange(n, dtype=np.float64)
+    return RouteAhead(
+        xy=np.stack([xs, np.zeros(n)], -1),
+        yaw=np.zeros(n),
+        speed_limit_mps=np.full(n, limit_mps),
+        lane_width_m=np.full(n, 3.5),
+        left_lane=np.full(n, -1),
+        junction=np.full(n, -1),
+        step_m=1.0,
+        s0_m=0.0,
+        remaining_m=float(n - 1),
+    )
+
+
 def route_ahead(route: Route, i0: int, ego: VehicleState) -> RouteAhead:
     """The route from index ``i0`` for :data:`ROUTE_AHEAD_M`, in ``ego``'s frame; every backend
     gives its stages this."""

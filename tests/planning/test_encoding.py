@@ -17,6 +17,7 @@ from planning.encoding import (
     Obstacle,
     PlanMaker,
     envelope_profile,
+    obs_offset,
     safe_speed,
 )
 from planning.env import RouteEnv
@@ -29,7 +30,7 @@ from sim.messages import (
     RouteAhead,
     VehicleState,
 )
-from tests.planning.routes import straight_route
+from sim.route import straight_route_ahead
 
 
 def _ego(speed: float) -> VehicleState:
@@ -38,11 +39,15 @@ def _ego(speed: float) -> VehicleState:
 
 def test_layout_adds_up() -> None:
     assert sum(n for _, n in OBS_LAYOUT) == OBS_SIZE
+    assert obs_offset("ego") == 0 and obs_offset("route") == len(EGO_FEATURES)
+    assert obs_offset("junction") == OBS_SIZE - OBS_LAYOUT[-1][1]
+    with pytest.raises(KeyError, match="no observation block 'lights'"):
+        obs_offset("lights")
 
 
 def test_full_stop_action_plans_a_stop_and_full_speed_reaches_the_limit() -> None:
     maker = PlanMaker()
-    route = straight_route()
+    route = straight_route_ahead()
     stop = maker.make(np.array([-1.0, 0.0, -1.0], np.float32), route, _ego(10.0), 13.9, 0.0, 0)
     assert stop.speed[0] < 10.0 and stop.speed[-1] == 0.0
     go = maker.make(np.array([1.0, 0.0, -1.0], np.float32), route, _ego(5.0), 13.9, 0.0, 0)
@@ -54,7 +59,7 @@ def test_full_stop_action_plans_a_stop_and_full_speed_reaches_the_limit() -> Non
 def test_offset_action_shifts_the_path_smoothly_to_the_left() -> None:
     cfg = ActionSettings()
     left = np.array([0.0, 1.0, -1.0], np.float32)
-    plan = PlanMaker(cfg).make(left, straight_route(), _ego(5.0), 13.9, 0, 0)
+    plan = PlanMaker(cfg).make(left, straight_route_ahead(), _ego(5.0), 13.9, 0, 0)
     assert plan.path[0, 1] == pytest.approx(0.0)
     assert plan.path[-1, 1] == pytest.approx(cfg.max_offset_m)
     assert np.all(np.diff(plan.path[:, 1]) >= -1e-12)  # monotonic: no kink back
@@ -82,7 +87,7 @@ def test_curves_cap_the_planned_speed_by_lateral_acceleration() -> None:
 def test_action_for_inverts_make_on_a_straight_road(a0: float) -> None:
     # targets whose approach stays within the comfort bounds (from 8 m/s: 5 to 9 m/s)
     maker = PlanMaker()
-    route, ego = straight_route(), _ego(8.0)
+    route, ego = straight_route_ahead(), _ego(8.0)
     plan = maker.make(np.array([a0, 0.3, -1.0], np.float32), route, ego, 13.9, 0.0, 0)
     back = maker.action_for(plan, route, ego, 13.9)
     v_back, off_back = maker.target(back, 13.9)
@@ -92,7 +97,7 @@ def test_action_for_inverts_make_on_a_straight_road(a0: float) -> None:
 
 
 def test_stop_action_brings_the_front_bumper_to_rest_before_the_line() -> None:
-    maker, route = PlanMaker(), straight_route()
+    maker, route = PlanMaker(), straight_route_ahead()
     go_and_stop = np.array([1.0, 0.0, 1.0], np.float32)
     # from 10 m/s, a line 30 m ahead: rest 1.5 m before it (s = 28.5 from the ego) at the
     # comfort deceleration 2.5 m/s², which binds only where it is below the action's speed
@@ -118,7 +123,7 @@ def test_stop_action_brings_the_front_bumper_to_rest_before_the_line() -> None:
 @pytest.mark.parametrize("stop", [False, True])
 def test_action_for_carries_the_stop_decision(stop: bool) -> None:
     maker = PlanMaker()
-    route, ego = straight_route(), _ego(8.0)
+    route, ego = straight_route_ahead(), _ego(8.0)
     plan = maker.make(np.array([0.0, 0.0, -1.0], np.float32), route, ego, 13.9, 0.0, 0)
     assert maker.action_for(plan, route, ego, 13.9, stop=stop)[2] == (1.0 if stop else -1.0)
     assert PlanMaker.stops(maker.action_for(plan, route, ego, 13.9, stop=stop)) == stop
@@ -219,7 +224,7 @@ def test_envelope_along_the_plan_predicts_objects_at_constant_speed() -> None:
 
 def test_plan_maker_bounds_the_plan_but_the_policy_may_go_slower() -> None:
     maker = PlanMaker(ActionSettings(envelope=RSS5))
-    route = straight_route()
+    route = straight_route_ahead()
     # the ego's front bumper sits at route s = front; an obstacle stands 16 m ahead of it
     p = ActionSettings().ego
     front = p.length_m - p.rear_overhang_m
@@ -247,7 +252,7 @@ def test_a_one_frame_phantom_is_no_obstacle_but_a_tracked_object_is() -> None:
 
     from sim.messages import ActorKind, DetectedObject, PerceptionOutput
 
-    route = straight_route()
+    route = straight_route_ahead()
     car = DetectedObject(7, ActorKind.VEHICLE, 20.0, 0.0, 0.0, 0.0, 4.5, 1.9, 1.0)
     p0 = PerceptionOutput(0.0, 0, (car,), (), (), None)
     enc = ObservationEncoder()
@@ -266,10 +271,10 @@ def test_standing_time_survives_a_detectors_speed_noise() -> None:
 
     from sim.messages import ActorKind, DetectedObject, PerceptionOutput
 
-    route = straight_route()
+    route = straight_route_ahead()
     parked = DetectedObject(7, ActorKind.VEHICLE, 20.0, 0.0, 0.0, 0.0, 4.5, 1.9, 1.0)
     enc = ObservationEncoder()
-    standing = OBS_LAYOUT[0][1] + OBS_LAYOUT[1][1] + OBJECT_FEATURES.index("standing_s")
+    standing = obs_offset("objects") + OBJECT_FEATURES.index("standing_s")
     # a parked car whose measured speed jitters (the noise model's 0.3 m/s, up to 3σ)
     for k, v in enumerate([0.0, 0.6, 0.1, 0.9, 0.3, 0.0, 0.7, 0.2, 0.5, 0.0, 0.8]):
         p = PerceptionOutput(0.5 * k, k, (replace(parked, speed=v),), (), (), None)
@@ -282,10 +287,10 @@ def test_standing_time_survives_a_detectors_speed_noise() -> None:
 def test_standing_time_survives_a_detectors_misses_but_not_a_long_absence() -> None:
     from sim.messages import ActorKind, DetectedObject, PerceptionOutput
 
-    route = straight_route()
+    route = straight_route_ahead()
     parked = DetectedObject(7, ActorKind.VEHICLE, 20.0, 0.0, 0.0, 0.0, 4.5, 1.9, 0.0)
     enc = ObservationEncoder()  # hold_s 0.5: misses of up to 5 frames are bridged
-    standing = OBS_LAYOUT[0][1] + OBS_LAYOUT[1][1] + OBJECT_FEATURES.index("standing_s")
+    standing = obs_offset("objects") + OBJECT_FEATURES.index("standing_s")
     missed = {3, 7, 8, 9, 10, 11}  # one miss, then five in a row (0.5 s)
     for k in range(31):
         objects = () if k in missed else (parked,)
@@ -308,18 +313,10 @@ def test_standing_time_survives_a_detectors_misses_but_not_a_long_absence() -> N
 def _light_colour(enc: ObservationEncoder, state: LightState, t: float) -> str:
     light = DetectedLight(7, state, 20.0, 0.0)
     perception = PerceptionOutput(t, round(t * 10), (), (), (light,), 13.9)
-    out = enc.encode(perception, straight_route(), _ego(0.0))
-    start = dict(_offsets())["light"]
+    out = enc.encode(perception, straight_route_ahead(), _ego(0.0))
+    start = obs_offset("light")
     red, yellow, green = out[start + 1 : start + 4]
     return "red" if red else "yellow" if yellow else "green" if green else "other"
-
-
-def _offsets() -> list[tuple[str, int]]:
-    at, out = 0, []
-    for name, size in OBS_LAYOUT:
-        out.append((name, at))
-        at += size
-    return out
 
 
 def test_one_frame_of_a_wrong_light_colour_is_not_encoded_but_a_change_is() -> None:

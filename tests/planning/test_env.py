@@ -11,7 +11,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from planning.encoding import OBS_LAYOUT, OBS_SIZE, ActionSettings, EnvelopeSettings
+from planning.encoding import OBS_SIZE, ActionSettings, EnvelopeSettings, obs_offset
 from planning.env import ENV_ID, REWARD_PARTS, EnvSettings, RouteEnv, sample_scenario
 from planning.noise import NO_NOISE
 from sim.errors import DrivestackError
@@ -177,7 +177,7 @@ def test_the_teacher_sees_a_light_change_when_the_student_can() -> None:
     env = RouteEnv(EnvSettings(teacher=True, noise=NO_NOISE), scenario=scenario)
     _, info = env.reset(seed=0)
     label = info["teacher_action"]
-    light = sum(n for name, n in OBS_LAYOUT[: [k for k, _ in OBS_LAYOUT].index("light")])
+    light = obs_offset("light")
     rows = []  # (truth is green, the student reads green, the teacher stops at the line)
     for _ in range(1200):
         obs, _, terminated, truncated, info = env.step(label)

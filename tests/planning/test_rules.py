@@ -8,7 +8,7 @@ import pytest
 
 from planning.rules import RulePlanner, gradient_rows, shift_left
 from sim.messages import DetectedLight, LightState, PerceptionOutput, VehicleState
-from tests.planning.routes import straight_route
+from sim.route import straight_route_ahead
 
 
 def test_gradient_rows_is_numpys_gradient_bit_for_bit() -> None:
@@ -41,7 +41,7 @@ def test_a_yellow_is_stoppable_while_the_ego_can_stop_before_the_line(
     front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
     light = DetectedLight(3, LightState.YELLOW, front + line_m, 0.0)
     perception = PerceptionOutput(0.0, 0, (), (), (light,), 13.9)
-    planner.update(perception, straight_route(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, speed))
+    planner.update(perception, straight_route_ahead(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, speed))
     assert planner.stops_at_line == stops
 
 
@@ -54,9 +54,9 @@ def test_a_stop_for_nothing_seen_is_no_stop_at_a_line() -> None:
         0.0, 0, (), (), (DetectedLight(3, LightState.RED, front + 20.0, 0.0),), 13.9
     )
     ego = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 10.0)
-    planner.update(red, straight_route(), ego)
+    planner.update(red, straight_route_ahead(), ego)
     assert planner.stops_at_line
     blind = PerceptionOutput(0.1, 1, (), (), (), None, valid=False)
-    plan = planner.update(blind, straight_route(), ego)
+    plan = planner.update(blind, straight_route_ahead(), ego)
     assert not planner.stops_at_line
     assert np.array_equal(planner.speed_without_lines, plan.speed) and np.all(plan.speed == 0.0)
