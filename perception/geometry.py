@@ -7,6 +7,9 @@ A monocular camera gives a ray per pixel; three things can fix where along it an
 - a depth image, where the sensor gives one: the depth along the optical axis at a pixel;
 - a known size: a sign face is 0.6 m wide, a light head 1 m tall, so ``depth = f · size / px``.
 
+And the other way round, :func:`max_travel_in_view`: how far the camera can drive on before a
+point (a light head) leaves the image.
+
 Pixels follow the camera's convention (docs/camera.md): ``K`` has pixel centres at integer
 ``(u, v)`` and boxes use COCO's continuous edges, so a box edge ``x`` is the pixel coordinate
 ``x - 0.5``. ``pose`` maps the optical frame (x right, y down, z forward) to the ego frame.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from sim.messages import FloatArray
+from sim.render.pinhole import project
 
 
 def pixel_ray(K: FloatArray, pose: FloatArray, u: float, v: float) -> FloatArray:
@@ -67,3 +71,41 @@ def box_depth(
     if patch.size == 0:
         return None
     return float(np.quantile(patch, quantile))
+
+
+def max_travel_in_view(
+    K: FloatArray,
+    pose: FloatArray,
+    size_px: tuple[int, int],
+    points: FloatArray,
+    margin_px: float,
+    iterations: int = 40,
+) -> float:
+    """How far (m) the camera can move straight ahead (the ego's +x) while every ego-frame
+    point of ``points`` ``(N, 3)`` stays at least ``margin_px`` inside the image.
+
+    ``size_px`` is ``(width, height)``. 0 if a point is not that far inside now. A point off
+    the optical axis drifts outwards as the camera nears it, so the points are in view up to
+    one travel and out of it after; bisection finds that travel to 1 mm.
+    """
+    w, h = size_px
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+
+    def inside(travel: float) -> bool:
+        uv, depth = project(K, pose, pts - (travel, 0.0, 0.0))
+        u, v = uv[:, 0], uv[:, 1]
+        lo, hi_u, hi_v = margin_px - 0.5, w - 0.5 - margin_px, h - 0.5 - margin_px
+        ok = (depth > 0.1) & (u >= lo) & (u <= hi_u) & (v >= lo) & (v <= hi_v)
+        return bool(ok.all())
+
+    if not inside(0.0):
+        return 0.0
+    lo, hi = 0.0, float(max(pts[:, 0].max() - pose[0, 3], 0.0))
+    if inside(hi):
+        return hi
+    for _ in range(iterations):
+        if hi - lo < 1e-3:
+            break
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if inside(mid) else (lo, mid)
+    return lo

@@ -15,8 +15,11 @@ Each detection step (``detect_period_s``, 10 Hz by default):
 
 Between detection steps, and every tick, the output is rebuilt from the tracks in the current
 ego frame. The light that governs the ego's lane is a light head facing the ego near the next
-junction entry on the route; its stop line is that entry. A light whose "green" is not certain
-is reported ``UNKNOWN``, which the planner treats as red: red must never become green.
+junction entry on the route; its stop line is that entry or, while the light is not green, the
+point where the camera still sees the head (a head beside the line leaves the image before the
+ego reaches the line, and a light that cannot be seen cannot be seen turning green). A light
+whose "green" is not certain is reported ``UNKNOWN``, which the planner treats as red: red must
+never become green.
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from perception.export import WeightsError, load_model, model_config
-from perception.geometry import box_depth, depth_from_size, ground_point, point_at_depth
+from perception.geometry import (
+    box_depth,
+    depth_from_size,
+    ground_point,
+    max_travel_in_view,
+    point_at_depth,
+)
 from perception.models.centernet import Detections, decode
 from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
 from sim.errors import DrivestackError
@@ -50,8 +59,10 @@ from sim.messages import (
     PerceptionOutput,
     RouteAhead,
     SignType,
+    VehicleParams,
     VehicleState,
 )
+from sim.render.pinhole import camera_pose, intrinsics
 from sim.scenario import CameraSpec
 
 log = logging.getLogger(__name__)
@@ -59,6 +70,7 @@ log = logging.getLogger(__name__)
 KMH = 1.0 / 3.6
 SIGN_FACE_WIDTH_M = 0.6  # OpenDRIVE's default sign size, as the camera draws it
 LIGHT_HEAD_HEIGHT_M = 1.0
+LIGHT_HEAD_WIDTH_M = 0.35
 RESTRICTIVENESS = {  # which state wins when two heads of one approach disagree
     LightState.RED: 4,
     LightState.UNKNOWN: 3,
@@ -114,9 +126,21 @@ class PerceiverSettings:
         default_factory=lambda: {"vehicle": 30.0, "pedestrian": 4.0}
     )
     light_to_line_max_m: float = 35.0  # a head farther from the junction entry is another's
+    light_across_max_m: float = 8.0  # ... and one farther to the side of the lane at the entry
+    edge_px: float = 1.0  # a sign or head whose box comes this near the image's edge is not read
     light_memory_s: float = 3.0  # a light unseen this long is forgotten (no deadlock at a
     # red whose head the detector lost; the cost: a light lost while red for 3 s is run)
     green_min_prob: float = 0.9  # a green read with less confidence is reported UNKNOWN
+    # A light box mostly inside a bigger one is a part of the same head (the detector boxes a
+    # head twice, whole and in part); the part is read with less confidence, so it is dropped.
+    light_part_overlap: float = 0.6  # share of the smaller box's area inside the bigger one
+    # Stop where the camera still sees the light: a head beside the stop line leaves a 90°
+    # image before the ego reaches the line, and a light that cannot be seen turning green
+    # cannot be waited for. A non-green light's stop line is moved back to where the head's
+    # box stays this far inside the image.
+    light_in_view_margin_px: float = 30.0
+    in_view_decel_mps2: float = 3.0  # never moved closer than the ego can stop at this rate
+    ego: VehicleParams = field(default_factory=VehicleParams)  # where the front bumper is
     min_sign_px: float = 6.0  # signs smaller than this (frame px) are tracked, not read
     limit_active_ahead_m: float = 3.0  # a limit sign counts from this far before the ego
 
@@ -138,6 +162,7 @@ class Track:
     box: tuple[float, float, float, float] | None = None
     votes: dict[str, float] = field(default_factory=dict)  # sign label -> weight
     state: LightState = LightState.UNKNOWN  # last light state read
+    z: float | None = None  # height of a sign's or light's centre (m)
 
     def label(self) -> str | None:
         return max(self.votes, key=lambda k: self.votes[k]) if self.votes else None
@@ -155,6 +180,7 @@ class FrameDetection:
     y: float
     label: str | None = None  # classifier label for signs and lights
     label_prob: float = 1.0
+    z: float | None = None  # height of a sign's or light's centre (m), where it was measured
 
 
 GROUP = {
@@ -192,6 +218,9 @@ class LearnedPerceiver:
         self.stride = int(dcfg.stride)
         self._masks = {g: ccfg.group_mask(g).to(self.device) for g in ("sign", "light")}
         self.camera_spec = default_camera(settings.camera)  # what the world must render for it
+        cam = self.camera_spec
+        self._cam_K = intrinsics(cam.width, cam.height, cam.fov_deg)
+        self._cam_pose = camera_pose(cam.x, cam.y, cam.z, cam.roll_deg, cam.pitch_deg, cam.yaw_deg)
         self.reset()
 
     @classmethod
@@ -214,6 +243,8 @@ class LearnedPerceiver:
         self._limit_sign: int | None = None
         # the governing light: stop line (map x, y), track id, state, when last seen (s)
         self._light_line: tuple[float, float, int, LightState, float] | None = None
+        # route distance (from the route's start) of the nearest line in view so far
+        self._in_view_s: float | None = None
         self.last_latency_s = 0.0
 
     # --------------------------------------------------------------------------- the stage
@@ -284,26 +315,32 @@ class LearnedPerceiver:
             )
             logits = self.classifier(crops)
             for k, i in enumerate(read):
+                if cut_by_edge(boxes[i].tolist(), (w0, h0), self.cfg.edge_px):
+                    continue  # half a head reads as anything: its track keeps the last reading
                 mask = self._masks[GROUP[classes[i]]]
                 p = torch.softmax(logits[k].masked_fill(~mask, -math.inf), 0)
                 j = int(p.argmax())
                 labels[i] = (self.ccfg.labels[j], float(p[j]))
         out = []
         bx = boxes.cpu().numpy()
+        parts = light_parts(bx, [GROUP[c] == "light" for c in classes], self.cfg.light_part_overlap)
         for i, c in enumerate(classes):
+            if i in parts:
+                continue
             box = (float(bx[i, 0]), float(bx[i, 1]), float(bx[i, 2]), float(bx[i, 3]))
             pos = self.locate(frame, c, box)
             if pos is None:
                 continue
-            out.append(
-                FrameDetection(GROUP[c], c, box, float(det.scores[i]), pos[0], pos[1], *labels[i])
-            )
+            lab, prob = labels[i]
+            score = float(det.scores[i])
+            out.append(FrameDetection(GROUP[c], c, box, score, pos[0], pos[1], lab, prob, pos[2]))
         return out
 
     def locate(
         self, frame: CameraFrame, cls: DetectionClass, box: tuple[float, float, float, float]
-    ) -> tuple[float, float] | None:
-        """Ego-frame ``(x, y)`` of a box's object (its centre for vehicles and people)."""
+    ) -> tuple[float, float, float | None] | None:
+        """Ego-frame ``(x, y, z)`` of a box's object: the centre of a vehicle or a person on the
+        ground (``z`` None), the middle of a sign's or a light's box."""
         K, pose = frame.K, frame.pose
         x0, y0, x1, y1 = box
         u = (x0 + x1) / 2 - 0.5  # COCO edges -> pixel-centre coordinates
@@ -322,7 +359,7 @@ class LearnedPerceiver:
             r = math.hypot(p[0] - pose[0, 3], p[1] - pose[1, 3])
             back = self.cfg.centre_behind_m.get(group, 0.0)
             dx, dy = (p[0] - pose[0, 3]) / max(r, 1e-6), (p[1] - pose[1, 3]) / max(r, 1e-6)
-            return float(p[0] + back * dx), float(p[1] + back * dy)
+            return float(p[0] + back * dx), float(p[1] + back * dy), None
         v = (y0 + y1) / 2 - 0.5
         d = box_depth(frame.depth, box, 0.5) if frame.depth is not None else None
         if d is None:
@@ -331,7 +368,7 @@ class LearnedPerceiver:
             else:
                 d = depth_from_size(K[1, 1], LIGHT_HEAD_HEIGHT_M, y1 - y0)
         q = point_at_depth(K, pose, u, v, d)
-        return float(q[0]), float(q[1])
+        return float(q[0]), float(q[1]), float(q[2])
 
     # ----------------------------------------------------------------------- tracking
     def _associate(self, dets: list[FrameDetection], ego: VehicleState) -> None:
@@ -369,6 +406,7 @@ class LearnedPerceiver:
                         t,
                         score=d.score,
                         box=d.box,
+                        z=d.z,
                     )
                     self._next_id += 1
                     self._read(k, d)
@@ -390,6 +428,8 @@ class LearnedPerceiver:
         else:  # signs and lights stand still: average every sighting
             w = 1.0 / (k.hits + 1)
             k.x, k.y = (1 - w) * k.x + w * float(p[0]), (1 - w) * k.y + w * float(p[1])
+            if d.z is not None:
+                k.z = d.z if k.z is None else (1 - w) * k.z + w * d.z
         k.t_last, k.hits, k.score, k.box = t, k.hits + 1, d.score, d.box
         self._read(k, d)
 
@@ -502,14 +542,23 @@ class LearnedPerceiver:
         if route is not None and len(route.junction) and route.junction[0] < 0:
             ahead = np.flatnonzero(route.junction >= 0)
             if len(ahead) and seen:
-                line = route.xy[int(ahead[0])]
+                i_line = int(ahead[0])
+                line = route.xy[i_line]
+                yaw = float(route.yaw[i_line])
+                normal = np.array([-math.sin(yaw), math.cos(yaw)])
                 near = [
-                    (k, float(np.hypot(*(p - line))))
+                    (k, p)
                     for k, p in seen
-                    if np.hypot(*(p - line)) < self.cfg.light_to_line_max_m and p[0] > 0.0
+                    if np.hypot(*(p - line)) < self.cfg.light_to_line_max_m
+                    and abs(float(normal @ (p - line))) < self.cfg.light_across_max_m
+                    and p[0] > 0.0
                 ]
                 if near:
-                    k, _ = max(near, key=lambda kn: RESTRICTIVENESS[kn[0].state])
+                    k, p = max(near, key=lambda kp: RESTRICTIVENESS[kp[0].state])
+                    if k.state != LightState.GREEN:
+                        line = self._line_in_view(route, i_line, p, k.z, ego.speed)
+                    else:
+                        self._in_view_s = None
                     m = ego.to_map(line[None])[0]
                     self._light_line = (float(m[0]), float(m[1]), k.id, k.state, ego.t)
         if self._light_line is None:
@@ -517,6 +566,75 @@ class LearnedPerceiver:
         mx, my, lid, state, t_seen = self._light_line
         p = ego.to_ego(np.array([[mx, my]]))[0]
         if p[0] < -5.0 or ego.t - t_seen > self.cfg.light_memory_s:  # passed, or long unseen
-            self._light_line = None
+            self._light_line = self._in_view_s = None
             return ()
         return (DetectedLight(lid, state, float(p[0]), float(p[1])),)
+
+    def _line_in_view(
+        self, route: RouteAhead, i_line: int, head: np.ndarray, head_z: float | None, speed: float
+    ) -> np.ndarray:
+        """The stop line to report for a light whose head is at ego-frame ``head``: the route's
+        line, or earlier on the route where the camera, driven straight on, still sees the
+        whole head ``light_in_view_margin_px`` inside the image; never nearer than the ego can
+        stop at ``in_view_decel_mps2``.
+
+        The line only ever moves back (towards the ego) until the light turns green or is
+        dropped: a head estimate that drifts as the ego nears it, or a head cut by the image's
+        edge, must not walk a stopped ego forward out of view.
+        """
+        cfg, cam = self.cfg, self.camera_spec
+        z = cam.z if head_z is None else head_z  # unmeasured: only the sides can be checked
+        dy, dz = LIGHT_HEAD_WIDTH_M / 2.0, LIGHT_HEAD_HEIGHT_M / 2.0
+        corners = np.array(
+            [[head[0], head[1] + sy * dy, z + sz * dz] for sy in (-1, 1) for sz in (-1, 1)]
+        )
+        travel = max_travel_in_view(
+            self._cam_K,
+            self._cam_pose,
+            (cam.width, cam.height),
+            corners,
+            cfg.light_in_view_margin_px,
+        )
+        # route distances from the route's first point, which is the ego's projection on it and
+        # may lie a little ahead of the rear axle
+        front = cfg.ego.length_m - cfg.ego.rear_overhang_m - float(route.xy[0, 0])
+        s_route = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(route.xy, axis=0).T))])
+        s_line = float(s_route[i_line])
+        s_view = route.s0_m + travel + front
+        if self._in_view_s is not None:
+            s_view = min(s_view, self._in_view_s)
+        self._in_view_s = s_view
+        s_stop = front + speed**2 / (2.0 * cfg.in_view_decel_mps2)
+        s = min(s_line, max(s_view - route.s0_m, s_stop))
+        if s >= s_line:
+            return route.xy[i_line]
+        return np.array(
+            [np.interp(s, s_route, route.xy[:, 0]), np.interp(s, s_route, route.xy[:, 1])]
+        )
+
+
+def cut_by_edge(box: list[float], size: tuple[int, int], edge_px: float) -> bool:
+    """Whether a box (COCO edges) comes within ``edge_px`` of the edge of a ``(w, h)`` image."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    return x0 < edge_px or y0 < edge_px or x1 > w - edge_px or y1 > h - edge_px
+
+
+def light_parts(boxes: np.ndarray, is_light: list[bool], overlap: float) -> set[int]:
+    """Indices of light boxes that lie ``overlap`` (share of their area) or more inside a
+    bigger light box: a part of a head the detector also boxed whole."""
+    idx = [i for i, lit in enumerate(is_light) if lit]
+    area = {
+        i: max(boxes[i, 2] - boxes[i, 0], 0.0) * max(boxes[i, 3] - boxes[i, 1], 0.0) for i in idx
+    }
+    parts = set()
+    for i in idx:
+        for j in idx:
+            if j == i or area[j] <= area[i]:
+                continue
+            iw = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
+            ih = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
+            if iw > 0 and ih > 0 and iw * ih >= overlap * area[i]:
+                parts.add(i)
+                break
+    return parts

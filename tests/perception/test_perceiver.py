@@ -67,8 +67,9 @@ def test_light_stop_line_is_the_next_junction_entry() -> None:
     p = _perceiver()
     route = _route(30.0)
     ego = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0)
+    # a head across the junction (CARLA's towns): in view all the way to the line
     red = FrameDetection(
-        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 33.0, -5.0, "light_red"
+        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 45.0, -3.0, "light_red"
     )
     out = p.track([red], ego, route)
     assert len(out.lights) == 1
@@ -77,12 +78,12 @@ def test_light_stop_line_is_the_next_junction_entry() -> None:
     assert (light.stop_x, light.stop_y) == (30.0, 0.0)
     # a green read without confidence is reported as unknown, which the planner treats as red
     unsure = FrameDetection(
-        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 33.0, -5.0, "light_green", 0.6
+        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 45.0, -3.0, "light_green", 0.6
     )
     out = p.track([unsure], VehicleState(0.1, 1, 0.0, 0.0, 0.0, 0.0), route)
     assert out.lights[0].state == LightState.UNKNOWN
     sure = FrameDetection(
-        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 33.0, -5.0, "light_green", 0.99
+        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 45.0, -3.0, "light_green", 0.99
     )
     out = p.track([sure], VehicleState(0.2, 2, 0.0, 0.0, 0.0, 0.0), route)
     assert out.lights[0].state == LightState.GREEN
@@ -118,3 +119,120 @@ def test_a_light_unseen_for_long_is_forgotten() -> None:
     assert p.track([d], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route).lights
     assert p.track([], VehicleState(2.5, 50, 0.0, 0.0, 0.0, 0.0), route).lights  # 2.5 s: kept
     assert p.track([], VehicleState(3.5, 70, 0.0, 0.0, 0.0, 0.0), route).lights == ()
+
+
+def _head(x: float, y: float, label: str, z: float = 2.5) -> FrameDetection:
+    return FrameDetection(
+        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, x, y, label, 0.99, z
+    )
+
+
+def test_a_red_heads_stop_line_is_moved_back_to_where_the_camera_still_sees_it() -> None:
+    # The embedded world's heads stand 2.75 m before the line and 2.75 m to the right, their
+    # 1 m box from 2 to 3 m up. The default camera (x 1.5 m, z 1.5 m, 5° down, f = 160 px,
+    # pixel centres from 0 to 319) keeps the outer top corner 30 px inside the image,
+    # u <= 289.5, while along its optical axis it is at least 160 * 2.925 / 129.5 = 3.614 m
+    # away: cos 5° d - 1.5 sin 5° >= 3.614 gives d >= 3.759 m ahead of the camera (the
+    # vertical margin binds only from 3.31 m). The camera may travel 27.25 - 3.759 - 1.5 =
+    # 21.99 m; the front bumper, 3.85 m ahead of the rear axle, then stands at 25.84 m.
+    p = _perceiver()
+    route = _route(30.0)
+    out = p.track(
+        [_head(27.25, -2.75, "light_red")], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route
+    )
+    (light,) = out.lights
+    assert light.state == LightState.RED
+    assert light.stop_x == pytest_approx(25.84, 0.005) and abs(light.stop_y) < 1e-9
+
+    # a green is driven through: its line is the route's
+    p = _perceiver()
+    out = p.track(
+        [_head(27.25, -2.75, "light_green")], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route
+    )
+    assert out.lights[0].stop_x == 30.0
+
+    # at 10 m/s from 20 m out the ego cannot stop before 25.84 m at 3 m/s²: the route's line
+    p = _perceiver()
+    ego = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 10.0)
+    out = p.track([_head(27.25, -2.75, "light_red")], ego, _route(30.0))
+    assert out.lights[0].stop_x == pytest_approx(25.84, 0.005)  # 10²/6 + 3.85 = 20.5 m < 25.84
+    ego = VehicleState(0.0, 0, 20.0, 0.0, 0.0, 10.0)
+    out = p.track([_head(7.25, -2.75, "light_red")], ego, _route(10.0))
+    assert out.lights[0].stop_x == 10.0
+
+
+def test_the_stop_line_in_view_keeps_the_head_inside_the_image() -> None:
+    from sim.render.pinhole import project
+
+    p = _perceiver()
+    head = np.array([27.25, -2.75, 2.5])
+    out = p.track(
+        [_head(27.25, -2.75, "light_red", 2.5)],
+        VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0),
+        _route(30.0),
+    )
+    travel = out.lights[0].stop_x - 3.85  # the rear axle's travel when the bumper is on the line
+    corners = head + np.array([[0.0, sy * 0.175, sz * 0.5] for sy in (-1, 1) for sz in (-1, 1)])
+    for t, inside in ((travel, True), (travel + 0.1, False)):
+        uv, _ = project(p._cam_K, p._cam_pose, corners - (t, 0.0, 0.0))
+        margin = np.minimum(np.minimum(uv[:, 0] + 0.5, 320 - 0.5 - uv[:, 0]), uv[:, 1] + 0.5)
+        assert (margin.min() >= 30.0 - 1e-2) == inside
+
+
+def test_a_part_of_a_light_box_is_dropped() -> None:
+    from perception.perceiver import light_parts
+
+    boxes = np.array(
+        [
+            [100.0, 50.0, 106.0, 68.0],  # a head, whole
+            [100.5, 56.0, 105.5, 67.0],  # its lower part, boxed again
+            [200.0, 50.0, 206.0, 68.0],  # another head
+            [101.0, 40.0, 140.0, 80.0],  # a car around the first head: not a light
+        ]
+    )
+    assert light_parts(boxes, [True, True, True, False], 0.6) == {1}
+    assert light_parts(boxes, [True, True, True, True], 0.6) == {0, 1}
+
+
+def test_the_line_in_view_only_moves_back_until_the_light_turns_green() -> None:
+    p = _perceiver()
+    route = _route(30.0)
+
+    def line(t: float, y: float, label: str) -> float:
+        ego = VehicleState(t, int(t * 10), 0.0, 0.0, 0.0, 0.0)
+        return p.track([_head(27.25, y, label)], ego, route).lights[0].stop_x
+
+    first = line(0.0, -2.75, "light_red")
+    assert first == pytest_approx(25.84, 0.005)
+    # the head's estimate drifts towards the middle of the image: it would allow more travel,
+    # but a stopped ego must not be walked forward
+    assert line(0.1, -2.0, "light_red") == first
+    # (a head's position is the mean of its sightings) further out: the line moves back
+    back = min(line(0.2 + 0.1 * k, -4.5, "light_red") for k in range(5))
+    assert back < first
+    assert line(0.7, -2.0, "light_green") == 30.0
+    assert line(0.8, -2.0, "light_red") > back  # a new red starts afresh
+
+
+def test_a_box_cut_by_the_image_edge_is_not_read() -> None:
+    from perception.perceiver import cut_by_edge
+
+    assert not cut_by_edge([295.0, 29.0, 317.0, 54.0], (320, 240), 1.0)
+    assert cut_by_edge([304.0, 19.0, 322.6, 41.4], (320, 240), 1.0)  # a head leaving the image
+    assert cut_by_edge([0.2, 100.0, 12.0, 120.0], (320, 240), 1.0)
+    assert cut_by_edge([100.0, 230.0, 120.0, 239.5], (320, 240), 1.0)
+
+
+def test_a_head_beside_the_crossing_road_does_not_govern_the_lane() -> None:
+    # a head of the crossing road, 20 m ahead and 13 m to the side, is read red; the lane's own
+    # head beyond the junction, 3 m to the side, is green
+    p = _perceiver()
+    route = _route(15.0)
+    ego = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0)
+    cross = _head(20.5, -13.1, "light_red")
+    own = _head(35.0, -3.0, "light_green")
+    (light,) = p.track([cross, own], ego, route).lights
+    assert light.state == LightState.GREEN and light.stop_x == 15.0
+    assert p.track([cross], VehicleState(0.1, 1, 0.0, 0.0, 0.0, 0.0), route).lights[0].state == (
+        LightState.GREEN  # the crossing road's red never takes over
+    )
