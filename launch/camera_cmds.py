@@ -193,9 +193,23 @@ def cmd_collect(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_writable(out)
     command = " ".join(["python -m launch", *sys.argv[1:]])
-    writer = collect_dataset(
-        scenarios, specs, out, args.frames, args.episodes, args.seed, args.every, command=command
-    )
+    if args.gallery:
+        from launch.gallery import collect_gallery
+
+        writer = collect_gallery(
+            scenarios, specs, out, args.frames, args.episodes, args.seed, args.every, command
+        )
+    else:
+        writer = collect_dataset(
+            scenarios,
+            specs,
+            out,
+            args.frames,
+            args.episodes,
+            args.seed,
+            args.every,
+            command=command,
+        )
     counts = {s: 0 for s in ("train", "val", "test")}
     for im in writer.images:
         counts[im["split"]] += 1
@@ -283,5 +297,11 @@ def add_collect_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--every", type=positive_int, default=10, help="ticks between frames")
     p.add_argument("--out", required=True, help="directory for images/ and annotations.json")
+    p.add_argument(
+        "--gallery",
+        action="store_true",
+        help="views of the maps' signs and light heads with random faces (launch/gallery.py) "
+        "instead of the drive's own frames; --frames counts views per episode",
+    )
     _camera_flags(p)
     p.set_defaults(func=cmd_collect)

@@ -113,6 +113,19 @@ def collect_classifier_data(out: Path, seed: int, episodes: int = 4, frames: int
     return out / "annotations.json"
 
 
+def collect_gallery_data(out: Path, seed: int, episodes: int = 4, views: int = 60) -> Path:
+    """Views of the training maps' signs and light heads from where a driver meets them, with
+    random states, types and values (launch/gallery.py): close-up and rare readings a drive
+    hardly collects."""
+    from launch.gallery import collect_gallery
+    from perception.perceiver import default_camera
+    from sim.scenario import load_scenario
+
+    scenarios = [load_scenario(s) for s in training_scenarios()]
+    collect_gallery(scenarios, [default_camera() for _ in scenarios], out, views, episodes, seed)
+    return out / "annotations.json"
+
+
 def make_default_weights(
     out: Path, work: Path, frames: int, device: str, seed: int, collect: bool = True
 ) -> dict[str, Any]:
@@ -121,17 +134,20 @@ def make_default_weights(
 
     data = work / "data"
     extra = work / "signs_lights"
+    gallery = work / "gallery"
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if collect:
         collect_training_data(data, frames, seed)
         collect_classifier_data(extra, seed + 50)
+        collect_gallery_data(gallery, seed + 100)
         timings["collect_s"] = time.perf_counter() - t0
     made = {}
     for name in ("stn", "cnn", "transformer"):
         t1 = time.perf_counter()
         cfg = load_train_config(name, seed=seed)
-        path = train(cfg, [data, extra] if name == "stn" else data, work / name, device)
+        sets = [data, extra, gallery] if name == "stn" else [data, gallery]
+        path = train(cfg, sets, work / name, device)
         timings[f"train_{name}_s"] = time.perf_counter() - t1
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, out / f"{name}.safetensors")
@@ -140,7 +156,7 @@ def make_default_weights(
     timings["total_s"] = time.perf_counter() - t0
     manifest = {
         "weights": made,
-        "data": [str(data), str(extra)],
+        "data": [str(data), str(extra), str(gallery)],
         "frames": frames,
         "seed": seed,
         "device": device,
@@ -206,5 +222,7 @@ def add_commands(perception: Any) -> None:
     mk.add_argument("--frames", type=int, default=2400, help="frames to collect")
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--device", type=_device, default="cpu")
-    mk.add_argument("--no-collect", action="store_true", help="reuse WORK/data, WORK/signs_lights")
+    mk.add_argument(
+        "--no-collect", action="store_true", help="reuse WORK/data, signs_lights, gallery"
+    )
     mk.set_defaults(func=_cmd_make_default_weights)

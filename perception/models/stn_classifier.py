@@ -8,10 +8,12 @@ groups; the caller restricts the choice to the group the detector's class belong
 A spatial transformer (Jaderberg et al. 2015) comes first: a tiny localisation network looks at
 the crop and predicts an affine warp (initialised to the identity) that re-centres and rescales
 the content, so a loose or shifted detector box still yields a well-framed sign. The classifier
-after it is a plain four-layer CNN::
+after it is a plain four-layer CNN whose head keeps a 4×4 grid of its features: a "30" and a
+"70" differ in where the strokes are, which a mean over the whole crop would forget::
 
     crop (B, 3, 32, 32) ─▶ loc net ─▶ θ (B, 2, 3) ─▶ grid_sample ─▶ (B, 3, 32, 32)
-      ─▶ conv 16 ─▶ conv 32 /2 ─▶ conv 32 ─▶ conv 64 /2 ─▶ mean pool ─▶ linear ─▶ logits (B, L)
+      ─▶ conv 16 ─▶ conv 32 /2 ─▶ conv 32 ─▶ conv 64 /2 ─▶ 4×4 pool ─▶ linear 128 ─▶ linear
+      ─▶ logits (B, L)
 
 :func:`crop_boxes` cuts the crops out of full frames on any device with the same sampler.
 """
@@ -35,6 +37,8 @@ class StnClassifierConfig:
     margin: float = 0.15  # the crop extends the box by this share of its size on every side
     speed_values_kmh: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130)
     width: int = 32  # channels of the classifier's middle layers
+    grid: int = 4  # the head reads the features pooled to grid × grid cells
+    hidden: int = 128  # units of the head's hidden layer
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -80,7 +84,13 @@ class StnClassifier(nn.Module):
             ConvBNReLU(w, w),
             ConvBNReLU(w, 2 * w, stride=2),
         )
-        self.fc = nn.Linear(2 * w, cfg.num_labels)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(cfg.grid),
+            nn.Flatten(),
+            nn.Linear(2 * w * cfg.grid**2, cfg.hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.hidden, cfg.num_labels),
+        )
 
     def warp(self, crops: Tensor) -> Tensor:
         """The crops as the spatial transformer re-frames them, ``(B, 3, S, S)``."""
@@ -91,7 +101,7 @@ class StnClassifier(nn.Module):
 
     def forward(self, crops: Tensor) -> Tensor:
         x = (self.warp(crops) - 0.5) / 0.25
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.features(x))
 
 
 def crop_boxes(

@@ -1,0 +1,166 @@
+"""Views of signs and lights from where a driver meets them: data for reading them close up.
+
+A drive collects few such frames: at 320×240 most signs and heads are a few pixels wide, a sign
+is in view for a second or two, the stack stops 1.5 m before a red line with its head already
+out of the image, and the maps print only a few speed values and no yield sign on the training
+maps. Here the world drives an episode as ``perception collect`` does, and every ``every``-th
+tick the camera is put, instead of on the ego, in front of one sign or light head of the map:
+
+- a light head (half the views): in its approach lane, the front bumper 1–25 m before its stop
+  line (the head from a few pixels to the edge of the image, or just out of it), up to ±0.8 m
+  across the lane and ±6° in heading;
+- a sign: 3–30 m in front of its face, 2–6 m to the side of it as a lane beside the kerb is.
+
+In each view every head shows a random state (red, yellow, green, off: 30/20/40/10 %) and every
+sign a random type and value (a speed limit, 70 %, of any value the classifier names; stop or
+yield, 15 % each). The traffic, pedestrians, weather and camera jitter are the episode's, so
+the views carry the same occluders and light as the drives. Boxes and annotations come from the
+camera as in every dataset (perception/dataset.py), so a view also annotates the vehicles and
+pedestrians in it.
+
+    python -m launch perception collect --gallery --scenario town_small_tour --episodes 3 \
+        --frames 40 --seed 200 --width 320 --height 240 --out runs/pdata/heldout_gallery
+
+``make-default-weights`` trains on such views of the training maps beside the drives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from launch.camera_cmds import ego_positions, randomised
+from launch.stack import StackConfig, build_stack, make_world, run_episode
+from perception.dataset import CocoWriter, DatasetSettings
+from perception.models.stn_classifier import StnClassifierConfig
+from sim.camera import Camera
+from sim.messages import (
+    CameraFrame,
+    LightState,
+    Observation,
+    SignType,
+    VehicleParams,
+    VehicleState,
+)
+from sim.scenario import CameraSpec, Scenario
+from sim.world import load_map
+
+LIGHT_STATE_P = {
+    LightState.RED: 0.3,
+    LightState.YELLOW: 0.2,
+    LightState.GREEN: 0.4,
+    LightState.OFF: 0.1,
+}
+SIGN_TYPE_P = {SignType.SPEED_LIMIT: 0.7, SignType.STOP: 0.15, SignType.YIELD: 0.15}
+LIGHT_VIEW_P = 0.5  # maps hold several signs per head: half the views go to heads
+CLEAR_OF_ACTORS_M = 3.0  # no view from inside another road user
+
+
+def view_pose(obs: Observation, rng: np.random.Generator) -> tuple[float, float, float] | None:
+    """A map pose ``(x, y, yaw)`` of the ego in front of a random sign or light of ``obs``."""
+    gt = obs.ground_truth
+    n_l, n_s = len(gt.lights), len(gt.signs)
+    if n_l + n_s == 0:
+        return None
+    front = VehicleParams().length_m - VehicleParams().rear_overhang_m
+    if n_l and (not n_s or rng.random() < LIGHT_VIEW_P):
+        lt = gt.lights[int(rng.integers(n_l))]
+        yaw = lt.stop_yaw
+        back = float(rng.uniform(1.0, 25.0)) + front  # rear axle behind the stop line
+        side = float(rng.uniform(-0.8, 0.8))
+        x = lt.stop_x - back * math.cos(yaw) - side * math.sin(yaw)
+        y = lt.stop_y - back * math.sin(yaw) + side * math.cos(yaw)
+    else:
+        sg = gt.signs[int(rng.integers(n_s))]
+        yaw = sg.yaw + math.pi  # drive towards the face
+        ahead = float(rng.uniform(3.0, 30.0))
+        left = float(rng.uniform(2.0, 6.0))
+        x = sg.x + ahead * math.cos(sg.yaw) - left * math.sin(yaw)
+        y = sg.y + ahead * math.sin(sg.yaw) + left * math.cos(yaw)
+    return x, y, yaw + math.radians(float(rng.uniform(-6.0, 6.0)))
+
+
+def gallery_observation(
+    obs: Observation, pose: tuple[float, float, float], rng: np.random.Generator
+) -> Observation | None:
+    """``obs`` seen from ``pose``, every head and sign drawn anew; None where the camera would
+    stand inside another road user."""
+    x, y, yaw = pose
+    a = obs.ground_truth.actors
+    if len(a) and float(np.min(np.hypot(a.x - x, a.y - y))) < CLEAR_OF_ACTORS_M:
+        return None
+    states = list(LIGHT_STATE_P)
+    state_p = list(LIGHT_STATE_P.values())
+    types = list(SIGN_TYPE_P)
+    type_p = list(SIGN_TYPE_P.values())
+    values = StnClassifierConfig().speed_values_kmh
+    lights = tuple(
+        dataclasses.replace(lt, state=states[int(rng.choice(len(states), p=state_p))])
+        for lt in obs.ground_truth.lights
+    )
+    signs = []
+    for sg in obs.ground_truth.signs:
+        kind = types[int(rng.choice(len(types), p=type_p))]
+        value = (
+            float(values[int(rng.integers(len(values)))]) if kind == SignType.SPEED_LIMIT else 0.0
+        )
+        signs.append(dataclasses.replace(sg, type=kind, value=value))
+    gt = dataclasses.replace(obs.ground_truth, lights=lights, signs=tuple(signs))
+    ego = VehicleState(obs.t, obs.frame, x, y, yaw, 0.0)
+    return dataclasses.replace(obs, ego=ego, ground_truth=gt)
+
+
+def collect_gallery(
+    scenarios: list[Scenario],
+    specs: list[CameraSpec],
+    out: Path,
+    views: int,
+    episodes: int,
+    seed: int,
+    every: int = 10,
+    command: str = "",
+) -> CocoWriter:
+    """``views`` gallery frames from each of ``episodes`` randomised episodes of each scenario
+    (seeds ``seed``, ``seed + 1``, ...), written under ``out`` with ``annotations.json``."""
+    writer = CocoWriter(out, DatasetSettings())
+    pairs = zip(scenarios, specs, strict=True)
+    plan = [(sc, spec, seed + k) for sc, spec in pairs for k in range(episodes)]
+    with tqdm(total=len(plan) * views, unit="view", file=sys.stderr, disable=None) as bar:
+        for e, (sc, spec, ep_seed) in enumerate(plan):
+            map_name = load_map(str(sc.map_path())).name
+            for seen, frame in episode_views(sc, spec, ep_seed, views, every):
+                writer.add(frame, sc.name, ep_seed, e, map_name, ego_positions(seen))
+                bar.update(1)
+    writer.finish(seed, {"command": command} if command else None)
+    return writer
+
+
+def episode_views(
+    scenario: Scenario, spec: CameraSpec, seed: int, views: int, every: int
+) -> list[tuple[Observation, CameraFrame]]:
+    """Up to ``views`` gallery views of one randomised episode, one every ``every`` ticks."""
+    rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode()), 7])
+    sc, spec_e = randomised(scenario, spec, rng)
+    cam = Camera(spec_e, load_map(str(sc.map_path())), sc.weather)
+    out: list[tuple[Observation, CameraFrame]] = []
+
+    def view(obs: Observation) -> None:
+        if obs.frame % every or len(out) >= views:
+            return
+        pose = view_pose(obs, rng)
+        seen = gallery_observation(obs, pose, rng) if pose is not None else None
+        if seen is not None:
+            out.append((seen, cam.render(seen)))
+
+    world = make_world("embedded")
+    try:  # a view may be refused (inside another car): drive up to three times as long
+        run_episode(world, build_stack(StackConfig()), sc, seed, 3 * views * every, view)
+    finally:
+        world.close()
+    return out

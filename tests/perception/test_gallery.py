@@ -1,0 +1,89 @@
+"""The gallery: views of signs and heads from where a driver meets them, drawn anew each view."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from launch.cli import main
+from launch.gallery import gallery_observation, view_pose
+from perception.models.stn_classifier import StnClassifierConfig
+from sim.messages import DetectionClass, LightState, Observation, SignGT, SignType
+from sim.scenario import load_scenario
+from sim.world import EmbeddedWorld
+
+FRONT_M = 4.8 - 0.95  # front bumper ahead of the rear axle
+
+
+def _first_obs(name: str = "red_lights") -> Observation:
+    return EmbeddedWorld().reset(load_scenario(name), 0)
+
+
+def _faces(sign: SignGT, x: float, y: float, yaw: float) -> bool:
+    """The sign's face looks at a camera at ``(x, y)`` heading ``yaw`` from 3–30 m ahead."""
+    head = math.remainder(sign.yaw + math.pi - yaw, math.tau)
+    along = math.cos(sign.yaw) * (x - sign.x) + math.sin(sign.yaw) * (y - sign.y)
+    return abs(head) <= math.radians(6.01) and 2.9 <= along <= 30.1
+
+
+def test_views_face_a_head_before_its_line_or_a_sign_beside_the_lane() -> None:
+    obs = _first_obs()
+    rng = np.random.default_rng(0)
+    lights, signs = 0, 0
+    for _ in range(200):
+        pose = view_pose(obs, rng)
+        assert pose is not None
+        x, y, yaw = pose
+        near_line = min(
+            obs.ground_truth.lights, key=lambda lt: math.hypot(lt.stop_x - x, lt.stop_y - y)
+        )
+        c, s = math.cos(near_line.stop_yaw), math.sin(near_line.stop_yaw)
+        ahead = c * (near_line.stop_x - x) + s * (near_line.stop_y - y)
+        across = -s * (near_line.stop_x - x) + c * (near_line.stop_y - y)
+        if FRONT_M + 1.0 - 1e-6 <= ahead <= FRONT_M + 25.0 + 1e-6 and abs(across) <= 0.8 + 1e-6:
+            lights += 1  # on the approach lane, the bumper 1–25 m before the line
+            assert abs(math.remainder(yaw - near_line.stop_yaw, math.tau)) <= math.radians(6.01)
+            continue
+
+        # otherwise a sign faces the camera from 3–30 m ahead
+        assert any(_faces(sg, x, y, yaw) for sg in obs.ground_truth.signs)
+        signs += 1
+    assert 70 <= lights <= 130 and lights + signs == 200  # half the views go to heads
+
+
+def test_a_view_draws_states_types_and_values_anew_and_refuses_to_stand_in_a_car() -> None:
+    obs = _first_obs("dense_traffic")
+    rng = np.random.default_rng(1)
+    pose = view_pose(obs, rng)
+    assert pose is not None
+    states, types, values = set(), set(), set()
+    for _ in range(30):
+        seen = gallery_observation(obs, pose, rng)
+        assert seen is not None and (seen.ego.x, seen.ego.y, seen.ego.yaw) == pose
+        states |= {lt.state for lt in seen.ground_truth.lights}
+        types |= {sg.type for sg in seen.ground_truth.signs}
+        values |= {sg.value for sg in seen.ground_truth.signs if sg.type == SignType.SPEED_LIMIT}
+        # the map's places stay: only what the faces show changes
+        assert [(sg.x, sg.y) for sg in seen.ground_truth.signs] == [
+            (sg.x, sg.y) for sg in obs.ground_truth.signs
+        ]
+    assert states == set(LightState) - {LightState.UNKNOWN}
+    assert types == set(SignType)
+    assert values <= {float(v) for v in StnClassifierConfig().speed_values_kmh}
+    assert len(values) >= 10
+    a = obs.ground_truth.actors
+    assert gallery_observation(obs, (float(a.x[0]) + 1.0, float(a.y[0]), 0.0), rng) is None
+
+
+def test_collect_gallery_writes_a_dataset_of_close_heads_and_signs(tmp_path: Path) -> None:
+    args = ["perception", "collect", "--gallery", "--scenario", "red_lights", "--episodes", "2"]
+    args += ["--frames", "6", "--seed", "3", "--width", "320", "--height", "240"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    assert len(data["images"]) == 12
+    assert {im["split"] for im in data["images"]} <= {"train", "val", "test"}
+    kinds = {a["category_id"] for a in data["annotations"]}
+    assert kinds & {int(DetectionClass.TRAFFIC_LIGHT), int(DetectionClass.SPEED_LIMIT_SIGN)}
