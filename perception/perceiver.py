@@ -162,6 +162,7 @@ class Track:
     box: tuple[float, float, float, float] | None = None
     votes: dict[str, float] = field(default_factory=dict)  # sign label -> weight
     state: LightState = LightState.UNKNOWN  # last light state read
+    read: bool = False  # a light whose state has been read at least once
     z: float | None = None  # height of a sign's or light's centre (m)
 
     def label(self) -> str | None:
@@ -440,7 +441,11 @@ class LearnedPerceiver:
             state = LightState[d.label.removeprefix("light_").upper()]
             if state == LightState.GREEN and d.label_prob < self.cfg.green_min_prob:
                 state = LightState.UNKNOWN
-            k.state = state
+            elif state == LightState.OFF and k.hits > 1 and k.state != LightState.OFF:
+                # a head seen lit that reads dark is misread, not switched off: a dark head
+                # would stop governing, and a red misread so was driven through
+                state = LightState.UNKNOWN
+            k.state, k.read = state, True
             return
         side = min(d.box[2] - d.box[0], d.box[3] - d.box[1])
         if side >= self.cfg.min_sign_px:  # bigger, nearer signs are read better: weigh by size
@@ -528,8 +533,8 @@ class LearnedPerceiver:
                         k.id, SignType[lab.upper()], 0.0, float(p[0]), float(p[1]), k.score
                     )
                 signs.append(sign)
-            elif age <= cfg.report_age_s and k.state != LightState.OFF:
-                lights_seen.append((k, p))
+            elif age <= cfg.report_age_s and k.read and k.state != LightState.OFF:
+                lights_seen.append((k, p))  # a head never read (only seen cut) says nothing
         lights = self._governing_light(ego, route, lights_seen)
         return PerceptionOutput(
             ego.t, ego.frame, tuple(objects), tuple(signs), lights, self._limit_mps, latency

@@ -236,3 +236,34 @@ def test_a_head_beside_the_crossing_road_does_not_govern_the_lane() -> None:
     assert p.track([cross], VehicleState(0.1, 1, 0.0, 0.0, 0.0, 0.0), route).lights[0].state == (
         LightState.GREEN  # the crossing road's red never takes over
     )
+
+
+def test_a_lit_head_that_reads_dark_stays_governing_as_unknown() -> None:
+    p = _perceiver()
+    route = _route(30.0)
+    red = p.track([_head(45.0, -3.0, "light_red")], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route)
+    assert red.lights[0].state == LightState.RED
+    for k in range(1, 50):  # 5 s of "off" readings: longer than a light is remembered unseen
+        ego = VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0)
+        out = p.track([_head(45.0, -3.0, "light_off")], ego, route)
+    assert [lt.state for lt in out.lights] == [LightState.UNKNOWN]  # the planner stops for it
+    # a head only ever seen dark does not govern
+    q = _perceiver()
+    for k in range(5):
+        ego = VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0)
+        dark = q.track([_head(45.0, -3.0, "light_off")], ego, route)
+    assert dark.lights == ()
+
+
+def test_a_head_never_read_does_not_stop_the_ego() -> None:
+    # driving through on green, the head slides out of the image; a part of it, boxed apart and
+    # cut by the edge, is never read: it must not become an "unknown" light that wins over green
+    p = _perceiver()
+    route = _route(30.0)
+    p.track([_head(45.0, -3.0, "light_green")], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route)
+    unread = FrameDetection(
+        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 20.0, 5.0, None, 1.0, 2.5
+    )
+    green = _head(45.0, -3.0, "light_green")
+    out = p.track([green, unread], VehicleState(0.1, 1, 0.0, 0.0, 0.0, 0.0), route)
+    assert [lt.state for lt in out.lights] == [LightState.GREEN]
