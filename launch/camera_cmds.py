@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from sim.render.overlay import draw_boxes
 from sim.render.textures import LIGHT_HEAD_M, SIGN_SIZE_M
 from sim.scenario import CameraSpec, Scenario, load_scenario
 from sim.world import EmbeddedWorld, load_map
+
+# an episode's frames: (scenario, camera, seed, frames, every) -> [(frame, observation), ...]
+FrameSource = Callable[[Scenario, CameraSpec, int, int, int], list[tuple[CameraFrame, Observation]]]
 
 DEFAULT_CAMERA = {"name": "front", "width": 640, "height": 480, "fov_deg": 90.0}
 
@@ -149,22 +153,36 @@ def collect_dataset(
     every: int,
     settings: DatasetSettings | None = None,
     command: str = "",
+    source: FrameSource | None = None,
 ) -> CocoWriter:
     """Drive ``episodes`` randomised episodes of each scenario (seeds ``seed``, ``seed + 1``, ...)
-    and write their frames and ``annotations.json`` under ``out``."""
+    and write their frames and ``annotations.json`` under ``out``.
+
+    ``source`` makes an episode's frames: by default :func:`episode_frames` (the drive's own);
+    launch/gallery.py's ``episode_views`` sees the same episodes from in front of signs and heads.
+    """
     writer = CocoWriter(out, settings or DatasetSettings())
+    make_frames = source or episode_frames
     pairs = zip(scenarios, specs, strict=True)
     plan = [(sc, spec, seed + k) for sc, spec in pairs for k in range(episodes)]
     with tqdm(total=len(plan) * frames, unit="frame", file=sys.stderr, disable=None) as bar:
         for e, (sc, spec, ep_seed) in enumerate(plan):
-            rng = np.random.default_rng([ep_seed, zlib.crc32(sc.name.encode())])
-            sc_e, spec_e = randomised(sc, spec, rng)
             map_name = load_map(str(sc.map_path())).name
-            for frame, obs in drive_frames(sc_e, spec_e, ep_seed, frames, every):
+            for frame, obs in make_frames(sc, spec, ep_seed, frames, every):
                 writer.add(frame, sc.name, ep_seed, e, map_name, ego_positions(obs))
                 bar.update(1)
     writer.finish(seed, {"command": command} if command else None)
     return writer
+
+
+def episode_frames(
+    scenario: Scenario, spec: CameraSpec, seed: int, frames: int, every: int
+) -> list[tuple[CameraFrame, Observation]]:
+    """One episode randomised from its seed (:func:`randomised`), driven, and a frame kept every
+    ``every`` ticks, ``frames`` at most."""
+    rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode())])
+    sc, spec_e = randomised(scenario, spec, rng)
+    return drive_frames(sc, spec_e, seed, frames, every)
 
 
 def ego_positions(obs: Observation) -> dict[int, tuple[float, float, float]]:
@@ -193,23 +211,22 @@ def cmd_collect(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_writable(out)
     command = " ".join(["python -m launch", *sys.argv[1:]])
+    source = None
     if args.gallery:
-        from launch.gallery import collect_gallery
+        from launch.gallery import episode_views
 
-        writer = collect_gallery(
-            scenarios, specs, out, args.frames, args.episodes, args.seed, args.every, command
-        )
-    else:
-        writer = collect_dataset(
-            scenarios,
-            specs,
-            out,
-            args.frames,
-            args.episodes,
-            args.seed,
-            args.every,
-            command=command,
-        )
+        source = episode_views
+    writer = collect_dataset(
+        scenarios,
+        specs,
+        out,
+        args.frames,
+        args.episodes,
+        args.seed,
+        args.every,
+        command=command,
+        source=source,
+    )
     counts = {s: 0 for s in ("train", "val", "test")}
     for im in writer.images:
         counts[im["split"]] += 1

@@ -28,16 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from launch.camera_cmds import ego_positions, randomised
+from launch.camera_cmds import randomised
 from launch.stack import StackConfig, build_stack, make_world, run_episode
-from perception.dataset import CocoWriter, DatasetSettings
 from perception.models.stn_classifier import StnClassifierConfig
 from sim.camera import Camera
 from sim.messages import (
@@ -116,39 +112,15 @@ def gallery_observation(
     return dataclasses.replace(obs, ego=ego, ground_truth=gt)
 
 
-def collect_gallery(
-    scenarios: list[Scenario],
-    specs: list[CameraSpec],
-    out: Path,
-    views: int,
-    episodes: int,
-    seed: int,
-    every: int = 10,
-    command: str = "",
-) -> CocoWriter:
-    """``views`` gallery frames from each of ``episodes`` randomised episodes of each scenario
-    (seeds ``seed``, ``seed + 1``, ...), written under ``out`` with ``annotations.json``."""
-    writer = CocoWriter(out, DatasetSettings())
-    pairs = zip(scenarios, specs, strict=True)
-    plan = [(sc, spec, seed + k) for sc, spec in pairs for k in range(episodes)]
-    with tqdm(total=len(plan) * views, unit="view", file=sys.stderr, disable=None) as bar:
-        for e, (sc, spec, ep_seed) in enumerate(plan):
-            map_name = load_map(str(sc.map_path())).name
-            for seen, frame in episode_views(sc, spec, ep_seed, views, every):
-                writer.add(frame, sc.name, ep_seed, e, map_name, ego_positions(seen))
-                bar.update(1)
-    writer.finish(seed, {"command": command} if command else None)
-    return writer
-
-
 def episode_views(
     scenario: Scenario, spec: CameraSpec, seed: int, views: int, every: int
-) -> list[tuple[Observation, CameraFrame]]:
-    """Up to ``views`` gallery views of one randomised episode, one every ``every`` ticks."""
+) -> list[tuple[CameraFrame, Observation]]:
+    """Up to ``views`` gallery views of one randomised episode, one every ``every`` ticks, each
+    with the observation it was drawn from (``camera_cmds.collect_dataset``'s ``source``)."""
     rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode()), 7])
     sc, spec_e = randomised(scenario, spec, rng)
     cam = Camera(spec_e, load_map(str(sc.map_path())), sc.weather)
-    out: list[tuple[Observation, CameraFrame]] = []
+    out: list[tuple[CameraFrame, Observation]] = []
 
     def view(obs: Observation) -> None:
         if obs.frame % every or len(out) >= views:
@@ -156,7 +128,7 @@ def episode_views(
         pose = view_pose(obs, rng)
         seen = gallery_observation(obs, pose, rng) if pose is not None else None
         if seen is not None:
-            out.append((seen, cam.render(seen)))
+            out.append((cam.render(seen), seen))
 
     world = make_world("embedded")
     try:  # a view may be refused (inside another car): drive up to three times as long

@@ -117,12 +117,14 @@ def collect_gallery_data(out: Path, seed: int, episodes: int = 4, views: int = 6
     """Views of the training maps' signs and light heads from where a driver meets them, with
     random states, types and values (launch/gallery.py): close-up and rare readings a drive
     hardly collects."""
-    from launch.gallery import collect_gallery
+    from launch.camera_cmds import collect_dataset
+    from launch.gallery import episode_views
     from perception.perceiver import default_camera
     from sim.scenario import load_scenario
 
     scenarios = [load_scenario(s) for s in training_scenarios()]
-    collect_gallery(scenarios, [default_camera() for _ in scenarios], out, views, episodes, seed)
+    specs = [default_camera() for _ in scenarios]
+    collect_dataset(scenarios, specs, out, views, episodes, seed, every=10, source=episode_views)
     return out / "annotations.json"
 
 
