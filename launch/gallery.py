@@ -116,7 +116,8 @@ def episode_views(
     scenario: Scenario, spec: CameraSpec, seed: int, views: int, every: int
 ) -> list[tuple[CameraFrame, Observation]]:
     """Up to ``views`` gallery views of one randomised episode, one every ``every`` ticks, each
-    with the observation it was drawn from (``camera_cmds.collect_dataset``'s ``source``)."""
+    with the observation it shows (the episode's, seen from the view's pose): a ``source`` for
+    ``camera_cmds.collect_dataset``."""
     rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode()), 7])
     sc, spec_e = randomised(scenario, spec, rng)
     cam = Camera(spec_e, load_map(str(sc.map_path())), sc.weather)
