@@ -244,8 +244,9 @@ class LearnedPerceiver:
         self._limit_sign: int | None = None
         # the governing light: stop line (map x, y), track id, state, when last seen (s)
         self._light_line: tuple[float, float, int, LightState, float] | None = None
-        # route distance (from the route's start) of the nearest line in view so far
-        self._in_view_s: float | None = None
+        # the route distances (from the route's start) of the stop line being waited for and of
+        # the nearest point before it found in view so far
+        self._in_view: tuple[float, float] | None = None
         self.last_latency_s = 0.0
 
     # --------------------------------------------------------------------------- the stage
@@ -563,7 +564,7 @@ class LearnedPerceiver:
                     if k.state != LightState.GREEN:
                         line = self._line_in_view(route, i_line, p, k.z, ego.speed)
                     else:
-                        self._in_view_s = None
+                        self._in_view = None
                     m = ego.to_map(line[None])[0]
                     self._light_line = (float(m[0]), float(m[1]), k.id, k.state, ego.t)
         if self._light_line is None:
@@ -571,7 +572,7 @@ class LearnedPerceiver:
         mx, my, lid, state, t_seen = self._light_line
         p = ego.to_ego(np.array([[mx, my]]))[0]
         if p[0] < -5.0 or ego.t - t_seen > self.cfg.light_memory_s:  # passed, or long unseen
-            self._light_line = self._in_view_s = None
+            self._light_line = self._in_view = None
             return ()
         return (DetectedLight(lid, state, float(p[0]), float(p[1])),)
 
@@ -583,9 +584,9 @@ class LearnedPerceiver:
         whole head ``light_in_view_margin_px`` inside the image; never nearer than the ego can
         stop at ``in_view_decel_mps2``.
 
-        The line only ever moves back (towards the ego) until the light turns green or is
-        dropped: a head estimate that drifts as the ego nears it, or a head cut by the image's
-        edge, must not walk a stopped ego forward out of view.
+        For one stop line, the point only ever moves back (towards the ego) until the light
+        turns green or is dropped: a head estimate that drifts as the ego nears it, or a head
+        cut by the image's edge, must not walk a stopped ego forward out of view.
         """
         cfg, cam = self.cfg, self.camera_spec
         z = cam.z if head_z is None else head_z  # unmeasured: only the sides can be checked
@@ -606,9 +607,10 @@ class LearnedPerceiver:
         s_route = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(route.xy, axis=0).T))])
         s_line = float(s_route[i_line])
         s_view = route.s0_m + travel + front
-        if self._in_view_s is not None:
-            s_view = min(s_view, self._in_view_s)
-        self._in_view_s = s_view
+        line_at = route.s0_m + s_line
+        if self._in_view is not None and abs(self._in_view[0] - line_at) < 2.0:
+            s_view = min(s_view, self._in_view[1])  # the same line: never move forward
+        self._in_view = (line_at, s_view)
         s_stop = front + speed**2 / (2.0 * cfg.in_view_decel_mps2)
         s = min(s_line, max(s_view - route.s0_m, s_stop))
         if s >= s_line:

@@ -24,12 +24,12 @@ def _sign(x: float, y: float, label: str) -> FrameDetection:
     return FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, (0, 0, 12, 12), 0.9, x, y, label)
 
 
-def _route(junction_from_m: float, n: int = 80) -> RouteAhead:
+def _route(junction_from_m: float, n: int = 80, s0_m: float = 0.0) -> RouteAhead:
     xs = np.arange(n, dtype=np.float64)
     junction = np.where((xs >= junction_from_m) & (xs < junction_from_m + 15), 7, -1)
     return RouteAhead(
         np.stack([xs, np.zeros(n)], -1), np.zeros(n), np.full(n, 13.9), np.full(n, 3.5),
-        np.zeros(n, np.int64), junction.astype(np.int64), 1.0, 0.0, 100.0,
+        np.zeros(n, np.int64), junction.astype(np.int64), 1.0, s0_m, 100.0,
     )  # fmt: skip
 
 
@@ -267,3 +267,16 @@ def test_a_head_never_read_does_not_stop_the_ego() -> None:
     green = _head(45.0, -3.0, "light_green")
     out = p.track([green, unread], VehicleState(0.1, 1, 0.0, 0.0, 0.0, 0.0), route)
     assert [lt.state for lt in out.lights] == [LightState.GREEN]
+
+
+def test_the_next_junctions_line_does_not_inherit_the_last_ones_point_in_view() -> None:
+    # a red beside its line at 30 m sets a point in view 4 m before it; the ego then goes on
+    # (through the yellow, which never resets it) to a junction 70 m along the route, whose
+    # head stands across the junction: its line is the route's, not a stop where the ego is
+    p = _perceiver()
+    ego = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0)
+    first = p.track([_head(27.25, -2.75, "light_red")], ego, _route(30.0)).lights[0].stop_x
+    assert first < 27.0
+    ego = VehicleState(5.0, 50, 40.0, 0.0, 0.0, 8.0)
+    out = p.track([_head(45.0, -3.0, "light_red")], ego, _route(30.0, s0_m=40.0))
+    assert [(lt.state, lt.stop_x) for lt in out.lights] == [(LightState.RED, 30.0)]
