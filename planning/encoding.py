@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.rules import StandingTimer, shift_left
+from planning.rules import StandingTimer, shift_left, stoppable
 from sim.messages import (
     ActorKind,
     DetectedLight,
@@ -82,6 +82,7 @@ LIGHT_FEATURES = (
     "unknown",
     "distance_m",  # front bumper to its stop line along the route (capped at 100 m)
     "stop_speed_mps",  # the speed from which the ego stops before the line at the comfort decel
+    "yellow_stoppable",  # 1 if the ego could stop before the line when the yellow was first seen
 )
 SIGN_FEATURES = (
     "stop",
@@ -204,6 +205,7 @@ class ObservationEncoder:
         # id -> (the state encoded, a different state reported since, since when)
         self._light_states: dict[int, tuple[LightState, LightState, float]] = {}
         self._seen_frames: dict[int, int] = {}  # id -> frames it was detected in (while held)
+        self._yellow: dict[int, bool] = {}  # light id -> stoppable when its yellow was first seen
         self.obstacles: tuple[Obstacle, ...] = ()
         self.stop_line_m = math.inf  # front bumper to the next stop line (light or sign), m
 
@@ -297,7 +299,7 @@ class ObservationEncoder:
             out[i + 3] = _stop_speed(FAR_M, cfg.comfort_decel_mps2)
         i += len(LEADER_FEATURES)
         # the light governing the ego's lane
-        light_best: tuple[float, LightState] | None = None
+        light_best: tuple[float, LightState, int] | None = None
         lights = self._hold_lights(perception, ego)
         if lights:
             s_l, d_l = _project(xy, step, np.array([(lt.stop_x, lt.stop_y) for lt in lights]))
@@ -306,11 +308,16 @@ class ObservationEncoder:
                 if abs(float(d_l[j])) > 2.5 or dist < -0.5:
                     continue
                 if light_best is None or dist < light_best[0]:
-                    light_best = (dist, lt.state)
+                    light_best = (dist, lt.state, lt.id)
         self.stop_line_m = math.inf
+        yellow: dict[int, bool] = {}
         if light_best is not None:
-            dist, state = light_best
+            dist, state, light_id = light_best
             self.stop_line_m = dist
+            if state == LightState.YELLOW:  # decided once, as the rule planner does
+                yellow[light_id] = self._yellow.get(
+                    light_id, stoppable(ego.speed, dist, cfg.comfort_decel_mps2)
+                )
             out[i : i + len(LIGHT_FEATURES)] = (
                 1.0,
                 float(state == LightState.RED),
@@ -319,10 +326,12 @@ class ObservationEncoder:
                 float(state in (LightState.OFF, LightState.UNKNOWN)),
                 min(dist, FAR_M),
                 _stop_speed(dist, cfg.comfort_decel_mps2),  # a yellow is stoppable below it
+                float(yellow.get(light_id, False)),
             )
         else:
             out[i + 5] = FAR_M
             out[i + 6] = _stop_speed(FAR_M, cfg.comfort_decel_mps2)
+        self._yellow = yellow
         i += len(LIGHT_FEATURES)
         # stop and yield signs, remembered by the route distance of their junction line
         self._remember_signs(perception, route, xy, step, s_front, ego)
@@ -760,6 +769,7 @@ class ActionSettings:
     stop_before_line_m: float = 1.5
     offset_ramp_min_m: float = 12.0
     offset_ramp_s: float = 2.0
+    free_accel_mps2: float = 1.0  # imitation: a plan accelerating this hard heads to its top speed
     horizon_m: float = 60.0
     horizon_s: float = 4.0
     envelope: EnvelopeSettings = field(default_factory=EnvelopeSettings)
@@ -814,7 +824,14 @@ class PlanMaker:
         target speed its acceleration over the next metres reaches in ``speed_time_s``, the
         offset its path has at the end of the offset ramp, and ``stop`` (stop at the next line)
         as ±1. Used to imitate the rule planner (its plan without the lines, and whether it
-        stops for one)."""
+        stops for one).
+
+        A plan that accelerates at ``free_accel_mps2`` or more is heading for the highest speed
+        it reaches (from a standstill, the limit): that speed is the target, and this plan
+        maker accelerates towards it at its comfort bound. Labelled ``v + a · speed_time_s``
+        instead, every launch was a target a little above the current speed, which the
+        student learned as "a little faster than now" and undershot: it pulled away from
+        lights slower than the teacher and caught more red phases."""
         cfg = self.cfg
         v = ego.speed
         speed = plan.speed
@@ -827,6 +844,8 @@ class PlanMaker:
             k = min(max(1, round(max(0.5 * v, 2.0) / plan.step_m)), len(speed) - 1)
             accel = (float(speed[k]) ** 2 - v**2) / (2.0 * k * plan.step_m)
             target = v + accel * cfg.speed_time_s
+            if accel >= cfg.free_accel_mps2:
+                target = max(target, float(np.max(speed)))
         share = min(max(target / limit_mps, 0.0), 1.0)
         a0 = (
             -1.0

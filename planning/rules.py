@@ -4,7 +4,8 @@ Path: the route's centreline ahead, shifted into the lane on the left to pass a 
 stands in the ego's lane when that lane is free. Speed: IDM towards the smallest of the speed
 limit, the speed the path's curvature allows and the limits ahead, with the gap to whichever
 comes first of the leader on the path, a red (or stoppable yellow) light's stop line, or a stop
-sign's stop line the ego has not yet stood at. At stop and yield signs the ego enters the
+sign's stop line the ego has not yet stood at. Whether a yellow is stoppable is decided once,
+when it is first seen. At stop and yield signs the ego enters the
 junction only when no vehicle is moving in it.
 """
 
@@ -96,6 +97,7 @@ class RulePlanner:
         # route distance of a signed stop line -> (sign type, junction id, sign id)
         self._sign_lines: dict[float, tuple[SignType, int, int]] = {}
         self._passing: int | None = None
+        self._yellow: dict[int, bool] = {}  # light id -> stop for this yellow, decided at onset
         self.reason = ""  # what limited the speed last update, for people reading logs
         # for imitation (planning/env.py): whether it stops for a line (a red or stoppable
         # yellow light, a stop sign not yet stood at, a busy junction after a sign), and the
@@ -248,21 +250,26 @@ class RulePlanner:
     ) -> float:
         cfg = self.cfg
         best = math.inf
+        yellow: dict[int, bool] = {}
         for lt in perception.lights:
             at = self._on_path(base, s, lt.stop_x, lt.stop_y, 1.0)
             if at is None or at < s_front - 0.5:
                 continue
             dist = at - s_front
-            # a yellow is stoppable while the ego can stop before the line itself (the stop
-            # then aims stop_before_line_m before it, or as near as it can): measured against
-            # the aim point instead, the decision flipped to "go" as a late stop closed in on it
-            stop = lt.state in (LightState.RED, LightState.UNKNOWN) or (
-                lt.state == LightState.YELLOW
-                and ego.speed**2 <= 2 * cfg.yellow_decel * max(dist, 0.01)
-            )
+            stop = lt.state in (LightState.RED, LightState.UNKNOWN)
+            if lt.state == LightState.YELLOW:
+                # the dilemma zone is decided once, when the yellow is first seen: stop if the
+                # ego can still stop before the line itself at yellow_decel (the stop then aims
+                # stop_before_line_m before it, or as near as it can); a decision re-taken every
+                # update flipped to "go" while the ego braked and drove onto the junction late
+                yellow[lt.id] = self._yellow.get(
+                    lt.id, stoppable(ego.speed, dist, cfg.yellow_decel)
+                )
+                stop = yellow[lt.id]
             if stop and self._line_gap(dist) < best:
                 best = self._line_gap(dist)
                 self._stop_why = f"light {lt.id} {lt.state.name.lower()}"
+        self._yellow = yellow
         # Signs are remembered by the route distance of their stop line: a camera loses a
         # roadside sign in the last metres before it, the obligation stays.
         for sg in perception.signs:
@@ -384,6 +391,12 @@ class RulePlanner:
             if self._on_path(lane, s, o.x, o.y, o.width / 2 + 1.0) is not None:
                 return False
         return True
+
+
+def stoppable(speed_mps: float, line_m: float, decel_mps2: float) -> bool:
+    """Whether a yellow light is stoppable: the ego stops before the line ``line_m`` ahead of
+    its front bumper at ``decel_mps2``."""
+    return speed_mps**2 <= 2.0 * decel_mps2 * max(line_m, 0.01)
 
 
 def shift_left(path: FloatArray, offset: FloatArray) -> FloatArray:

@@ -21,7 +21,7 @@ from planning.encoding import (
     safe_speed,
 )
 from planning.env import RouteEnv
-from planning.rules import StandingTimer
+from planning.rules import RulePlanner, StandingTimer
 from planning.truth import VectorGroundTruthPerceiver
 from sim.messages import (
     DetectedLight,
@@ -94,6 +94,25 @@ def test_action_for_inverts_make_on_a_straight_road(a0: float) -> None:
     v_want, off_want = maker.target(np.array([a0, 0.3, -1.0]), 13.9)
     assert v_back == pytest.approx(v_want, abs=0.2)
     assert off_back == pytest.approx(off_want, abs=0.05)
+
+
+@pytest.mark.parametrize(("speed", "free"), [(0.0, True), (5.0, True), (12.5, False)])
+def test_a_launch_is_labelled_with_the_speed_it_heads_for(speed: float, free: bool) -> None:
+    # the rule planner on an empty road accelerates by IDM: 2 (1 - (v / 13.9)^4) m/s², so
+    # 2.0 from a standstill, 1.97 at 5 m/s and 0.69 at 12.5 m/s
+    teacher, maker, route = RulePlanner(), PlanMaker(), straight_route_ahead()
+    empty = PerceptionOutput(0.0, 0, (), (), (), 13.9)
+    ego = _ego(speed)
+    label = maker.action_for(teacher.update(empty, route, ego), route, ego, 13.9)
+    v_target, _ = maker.target(label, 13.9)
+    if free:  # the limit, which the plan maker approaches at its 2 m/s² as IDM does
+        assert v_target == pytest.approx(13.9, abs=0.01)
+        assert maker.make(label, route, ego, 13.9, 0.0, 0).speed[4] == pytest.approx(
+            np.sqrt(speed**2 + 2 * 2.0 * 4.0)
+        )
+    else:  # the speed the plan's acceleration reaches in speed_time_s
+        accel = 2.0 * (1 - (speed / 13.9) ** 4)
+        assert v_target == pytest.approx(speed + 0.5 * accel, abs=0.05)
 
 
 def test_stop_action_brings_the_front_bumper_to_rest_before_the_line() -> None:
@@ -327,3 +346,21 @@ def test_one_frame_of_a_wrong_light_colour_is_not_encoded_but_a_change_is() -> N
     assert seen == ["red", "red", "red", "red", "red", "green", "green"]
     # a light seen for the first time is encoded in its state at once
     assert _light_colour(ObservationEncoder(), LightState.GREEN, 0.0) == "green"
+
+
+def test_the_yellow_light_feature_keeps_the_decision_of_its_onset() -> None:
+    # the encoder's "yellow_stoppable" is the rule planner's once-per-yellow test: 13 m/s with
+    # 30 m to the line is stoppable at 3 m/s² (169 <= 180); braking to 12.5 m/s with 24 m
+    # left no longer is (156 > 144), and the feature keeps the onset's 1
+    enc = ObservationEncoder()
+    front = enc.cfg.ego.length_m - enc.cfg.ego.rear_overhang_m
+    at = obs_offset("light") + 7  # present, 4 states, distance, stop speed, yellow_stoppable
+
+    def encode(e: ObservationEncoder, t: float, line_m: float, speed: float) -> float:
+        light = DetectedLight(3, LightState.YELLOW, front + line_m, 0.0)
+        p = PerceptionOutput(t, 0, (), (), (light,), 13.9)
+        return float(e.encode(p, straight_route_ahead(), _ego(speed))[at])
+
+    assert encode(enc, 0.0, 30.0, 13.0) == 1.0
+    assert encode(enc, 0.5, 24.0, 12.5) == 1.0
+    assert encode(ObservationEncoder(), 0.5, 24.0, 12.5) == 0.0

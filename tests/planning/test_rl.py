@@ -176,7 +176,7 @@ class _TwoActions(gym.Env):
     ("env", "message"),
     [
         (_TwoActions, r"action space Box\(2,\).*Box\(3,\).*retrain"),  # before the stop channel
-        (_OldLayout, r"Box\(150,\).*Box\(148,\).*retrain"),  # with the previous action
+        (_OldLayout, r"Box\(150,\).*Box\(149,\).*retrain"),  # with the previous action
     ],
 )
 def test_a_policy_for_other_spaces_is_refused(

@@ -60,3 +60,26 @@ def test_a_stop_for_nothing_seen_is_no_stop_at_a_line() -> None:
     plan = planner.update(blind, straight_route_ahead(), ego)
     assert not planner.stops_at_line
     assert np.array_equal(planner.speed_without_lines, plan.speed) and np.all(plan.speed == 0.0)
+
+
+def test_a_yellow_is_decided_once_when_first_seen() -> None:
+    # first seen 30 m out at 13 m/s: 169 <= 2 * 3 * 30 = 180, stoppable, so it stops; 0.5 s
+    # later, braking late at 12.5 m/s with 24 m left (156 > 144), it still stops, where a
+    # fresh decision would go. A new planner seeing that second moment first goes.
+    planner = RulePlanner()
+    front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
+
+    def seen(p: RulePlanner, t: float, line_m: float, speed: float) -> bool:
+        light = DetectedLight(3, LightState.YELLOW, front + line_m, 0.0)
+        perception = PerceptionOutput(t, 0, (), (), (light,), 13.9)
+        ego = VehicleState(t, 0, 0.0, 0.0, 0.0, speed)
+        p.update(perception, straight_route_ahead(), ego)
+        return p.stops_at_line
+
+    assert seen(planner, 0.0, 30.0, 13.0)
+    assert seen(planner, 0.5, 24.0, 12.5)
+    assert not seen(RulePlanner(), 0.5, 24.0, 12.5)
+    # once the light is no longer yellow the decision is forgotten: the next yellow is new
+    green = PerceptionOutput(1.0, 0, (), (), (DetectedLight(3, LightState.GREEN, 50.0, 0.0),), 13.9)
+    planner.update(green, straight_route_ahead(), VehicleState(1.0, 0, 0.0, 0.0, 0.0, 12.5))
+    assert not seen(planner, 1.5, 24.0, 12.5)
