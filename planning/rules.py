@@ -4,9 +4,9 @@ Path: the route's centreline ahead, shifted into the lane on the left to pass a 
 stands in the ego's lane when that lane is free. Speed: IDM towards the smallest of the speed
 limit, the speed the path's curvature allows and the limits ahead, with the gap to whichever
 comes first of the leader on the path, a red (or stoppable yellow) light's stop line, or a stop
-sign's stop line the ego has not yet stood at. Whether a yellow is stoppable is decided once,
-when it is first seen. At stop and yield signs the ego enters the
-junction only when no vehicle is moving in it.
+sign's stop line the ego has not yet stood at; whether a yellow is stoppable is decided once,
+when it is first seen. At stop and yield signs the ego enters the junction only when no vehicle
+is moving in it.
 """
 
 from __future__ import annotations
