@@ -21,8 +21,10 @@ SI units, ego frame: x forward, y left):
 - leader (8): the nearest object on the ego's path (pedestrians also 1 s and 2 s ahead): present,
   bumper gap m (≤ 100), speed along the path m/s, the speed that stops in the gap at 3 m/s² m/s,
   time standing s, kind of the lane on its left, that lane free (0/1), a junction within 30 m;
-- light (7): the light governing the lane: present, red, yellow, green, unknown, distance from the
-  front bumper to its stop line m (≤ 100), the speed that stops there at 3 m/s²;
+- light (8): the light governing the lane: present, red, yellow, green, unknown, distance from the
+  front bumper to its stop line m (≤ 100), the speed that stops there at 3 m/s², and for a
+  yellow whether it was stoppable at 3 m/s² when first seen (0/1: the dilemma zone is decided
+  once, at the onset);
 - sign (6): the next stop or yield line: stop, yield, distance m, stood there already (0/1), a
   vehicle moving in its junction (0/1), the speed that stops there at 3 m/s²;
 - limit (2): value m/s and distance m of the next speed-limit sign;
