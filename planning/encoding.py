@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.rules import StandingTimer, shift_left, stoppable
+from planning.rules import StandingTimer, YellowDecisions, shift_left
 from sim.messages import (
     ActorKind,
     DetectedLight,
@@ -205,7 +205,7 @@ class ObservationEncoder:
         # id -> (the state encoded, a different state reported since, since when)
         self._light_states: dict[int, tuple[LightState, LightState, float]] = {}
         self._seen_frames: dict[int, int] = {}  # id -> frames it was detected in (while held)
-        self._yellow: dict[int, bool] = {}  # light id -> stoppable when its yellow was first seen
+        self._yellow = YellowDecisions(self.cfg.comfort_decel_mps2)
         self.obstacles: tuple[Obstacle, ...] = ()
         self.stop_line_m = math.inf  # front bumper to the next stop line (light or sign), m
 
@@ -310,14 +310,11 @@ class ObservationEncoder:
                 if light_best is None or dist < light_best[0]:
                     light_best = (dist, lt.state, lt.id)
         self.stop_line_m = math.inf
-        yellow: dict[int, bool] = {}
         if light_best is not None:
             dist, state, light_id = light_best
             self.stop_line_m = dist
-            if state == LightState.YELLOW:  # decided once, as the rule planner does
-                yellow[light_id] = self._yellow.get(
-                    light_id, stoppable(ego.speed, dist, cfg.comfort_decel_mps2)
-                )
+            # a yellow's stop decision, made at its onset as the rule planner makes it
+            stop = state == LightState.YELLOW and self._yellow.stop(light_id, ego.speed, dist)
             out[i : i + len(LIGHT_FEATURES)] = (
                 1.0,
                 float(state == LightState.RED),
@@ -326,12 +323,12 @@ class ObservationEncoder:
                 float(state in (LightState.OFF, LightState.UNKNOWN)),
                 min(dist, FAR_M),
                 _stop_speed(dist, cfg.comfort_decel_mps2),  # a yellow is stoppable below it
-                float(yellow.get(light_id, False)),
+                float(stop),
             )
         else:
             out[i + 5] = FAR_M
             out[i + 6] = _stop_speed(FAR_M, cfg.comfort_decel_mps2)
-        self._yellow = yellow
+        self._yellow.end_update()
         i += len(LIGHT_FEATURES)
         # stop and yield signs, remembered by the route distance of their junction line
         self._remember_signs(perception, route, xy, step, s_front, ego)

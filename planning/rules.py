@@ -97,7 +97,7 @@ class RulePlanner:
         # route distance of a signed stop line -> (sign type, junction id, sign id)
         self._sign_lines: dict[float, tuple[SignType, int, int]] = {}
         self._passing: int | None = None
-        self._yellow: dict[int, bool] = {}  # light id -> stop for this yellow, decided at onset
+        self._yellow = YellowDecisions(self.cfg.yellow_decel)
         self.reason = ""  # what limited the speed last update, for people reading logs
         # for imitation (planning/env.py): whether it stops for a line (a red or stoppable
         # yellow light, a stop sign not yet stood at, a busy junction after a sign), and the
@@ -250,26 +250,18 @@ class RulePlanner:
     ) -> float:
         cfg = self.cfg
         best = math.inf
-        yellow: dict[int, bool] = {}
         for lt in perception.lights:
             at = self._on_path(base, s, lt.stop_x, lt.stop_y, 1.0)
             if at is None or at < s_front - 0.5:
                 continue
             dist = at - s_front
             stop = lt.state in (LightState.RED, LightState.UNKNOWN)
-            if lt.state == LightState.YELLOW:
-                # the dilemma zone is decided once, when the yellow is first seen: stop if the
-                # ego can still stop before the line itself at yellow_decel (the stop then aims
-                # stop_before_line_m before it, or as near as it can); a decision re-taken every
-                # update flipped to "go" while the ego braked and drove onto the junction late
-                yellow[lt.id] = self._yellow.get(
-                    lt.id, stoppable(ego.speed, dist, cfg.yellow_decel)
-                )
-                stop = yellow[lt.id]
+            if lt.state == LightState.YELLOW:  # the stop then aims stop_before_line_m before
+                stop = self._yellow.stop(lt.id, ego.speed, dist)  # the line, or as near as it can
             if stop and self._line_gap(dist) < best:
                 best = self._line_gap(dist)
                 self._stop_why = f"light {lt.id} {lt.state.name.lower()}"
-        self._yellow = yellow
+        self._yellow.end_update()
         # Signs are remembered by the route distance of their stop line: a camera loses a
         # roadside sign in the last metres before it, the obligation stays.
         for sg in perception.signs:
@@ -393,10 +385,30 @@ class RulePlanner:
         return True
 
 
-def stoppable(speed_mps: float, line_m: float, decel_mps2: float) -> bool:
-    """Whether a yellow light is stoppable: the ego stops before the line ``line_m`` ahead of
-    its front bumper at ``decel_mps2``."""
-    return speed_mps**2 <= 2.0 * decel_mps2 * max(line_m, 0.01)
+class YellowDecisions:
+    """Whether to stop at each yellow light, decided once, when the yellow is first seen: stop
+    if the ego can stop before the line itself at ``decel_mps2``. The decision is kept while
+    the light is yellow and asked about every update; one not asked about in an update is
+    forgotten, so the light's next yellow is decided anew. Re-taken every update instead, the
+    decision flipped to "go" while the ego braked, and it drove onto the junction late (the
+    dilemma zone is decided at the onset)."""
+
+    def __init__(self, decel_mps2: float) -> None:
+        self.decel_mps2 = decel_mps2
+        self._kept: dict[int, bool] = {}  # light id -> stop, from earlier updates
+        self._now: dict[int, bool] = {}  # ... and those asked about in this one
+
+    def stop(self, light_id: int, speed_mps: float, line_m: float) -> bool:
+        """Whether to stop at this yellow light, ``line_m`` ahead of the front bumper."""
+        decision = self._kept.get(light_id)
+        if decision is None:
+            decision = speed_mps**2 <= 2.0 * self.decel_mps2 * max(line_m, 0.01)
+        self._now[light_id] = decision
+        return decision
+
+    def end_update(self) -> None:
+        """Forget the lights not asked about since the last call."""
+        self._kept, self._now = self._now, {}
 
 
 def shift_left(path: FloatArray, offset: FloatArray) -> FloatArray:
