@@ -48,6 +48,13 @@ class RulePlannerSettings:
     pass_after_stationary_s: float = 5.0  # a vehicle standing this long may be passed
     pass_max_gap_m: float = 40.0
     pass_junction_clearance_m: float = 30.0  # never pass one this close before a junction
+    pass_min_ramp_m: float = 10.0  # shortest lateral shift: about the turning circle's limit
+    # Behind a (nearly) stopped vehicle facing the ego's way where it may be passed, stop this
+    # much further back than s0: room to steer out around it from a standstill. Learned
+    # perception may confirm that a vehicle stands only once the ego is close, too late to
+    # start the pass while moving.
+    pass_room_m: float = 8.0
+    pass_room_below_mps: float = 3.0  # the room shrinks to none at this leader speed
     junction_zone_m: float = 8.0  # beyond the junction's route points, vehicles count as in it
     sign_to_line_max_m: float = 25.0  # a stop sign governs the junction within this distance
     sign_lateral_max_m: float = 5.0  # and stands at most this far beside the lane's edge
@@ -97,6 +104,7 @@ class RulePlanner:
         # route distance of a signed stop line -> (sign type, junction id, sign id)
         self._sign_lines: dict[float, tuple[SignType, int, int]] = {}
         self._passing: int | None = None
+        self._pass_ramp = (0.0, 0.0)  # route distance where the shift began, and its length
         self._yellow = YellowDecisions(self.cfg.yellow_decel)
         self.reason = ""  # what limited the speed last update, for people reading logs
         # for imitation (planning/env.py): whether it stops for a line (a red or stoppable
@@ -132,7 +140,7 @@ class RulePlanner:
         reach = np.sqrt(cap**2 + 2 * cfg.b_comf * np.maximum(s - s_front, 0.0))  # brake to cap
         v_desired = float(max(np.min(reach), 0.1))
         # gaps: leader, lights, stop signs
-        gap, v_lead = self._leader_gap(perception, path, s, ego, s_front)
+        gap, v_lead = self._leader_gap(perception, route, path, s, s_front)
         gap_stop = self._stop_gap(perception, route, base, s, ego, s_front)
         self.reason = f"leader gap {gap:.1f} m" if math.isfinite(gap) else "free"
         self.stops_at_line = math.isfinite(gap_stop)
@@ -210,15 +218,16 @@ class RulePlanner:
     def _leader_gap(
         self,
         perception: PerceptionOutput,
+        route: RouteAhead,
         path: FloatArray,
         s: FloatArray,
-        ego: VehicleState,
         s_front: float,
     ) -> tuple[float, float]:
+        cfg = self.cfg
         best, v_best = math.inf, 0.0
         for o in perception.objects:
             if o.kind == ActorKind.PEDESTRIAN:
-                for t in self.cfg.pedestrian_predict_s:
+                for t in cfg.pedestrian_predict_s:
                     px = o.x + o.speed * math.cos(o.yaw) * t
                     py = o.y + o.speed * math.sin(o.yaw) * t
                     at = self._on_path(path, s, px, py, 0.4)
@@ -234,9 +243,12 @@ class RulePlanner:
                 continue
             along = o.length / 2 if rel < math.pi / 4 else o.width / 2
             gap = at - s_front - along
+            v = max(o.speed * math.cos(o.yaw), 0.0)
+            facing = abs(math.remainder(o.yaw, 2 * math.pi)) < math.pi / 4  # the ego's way
+            if facing and v < cfg.pass_room_below_mps and self._may_pass_at(route, at):
+                gap = max(gap - cfg.pass_room_m * (1.0 - v / cfg.pass_room_below_mps), 0.05)
             if gap < best:
-                best = gap
-                v_best = max(o.speed * math.cos(o.yaw), 0.0)
+                best, v_best = gap, v
         return best, v_best
 
     def _stop_gap(
@@ -344,14 +356,8 @@ class RulePlanner:
             if at is None:
                 continue
             standing = self._standing.seconds(o.id, perception.t)
-            i = min(int(at / route.step_m), len(route.left_lane) - 1)
-            ahead = route.junction[i : i + int(cfg.pass_junction_clearance_m / route.step_m)]
             candidate = o.id == self._passing or (
-                standing >= cfg.pass_after_stationary_s
-                and at < cfg.pass_max_gap_m
-                and route.left_lane[i] != 0
-                and not np.any(ahead >= 0)
-                and route.junction[i] < 0
+                standing >= cfg.pass_after_stationary_s and self._may_pass_at(route, at)
             )
             if candidate and (target is None or at < target[0]):
                 target = (at, o)
@@ -364,15 +370,36 @@ class RulePlanner:
         at, o = target
         width = float(route.lane_width_m[min(int(at), len(route.lane_width_m) - 1)])
         shifted = shift_left(base, np.full(len(base), width))
-        if self._passing != o.id and not self._lane_free(perception, shifted, s, o.id):
-            return offset
-        self._passing = o.id
-        start = at - o.length / 2 - 8.0 - cfg.pass_ramp_m
-        end = at + o.length / 2 + 8.0
-        up = np.clip((s - start) / cfg.pass_ramp_m, 0.0, 1.0)
-        down = np.clip((end + cfg.pass_ramp_m - s) / cfg.pass_ramp_m, 0.0, 1.0)
-        ramp = np.minimum(up, down)
-        return width * (3 * ramp**2 - 2 * ramp**3)  # smoothstep: no kink in the path
+        if self._passing != o.id:
+            if not self._lane_free(perception, shifted, s, o.id):
+                return offset
+            self._passing = o.id
+            # The shift ends 8 m before the vehicle's rear. An ego already nearer (one that
+            # stopped behind it) shifts from where it stands, over at least pass_min_ramp_m.
+            end = at - o.length / 2 - 8.0
+            start = end - cfg.pass_ramp_m
+            if start < 0.0:
+                end, start = max(end, cfg.pass_min_ramp_m), 0.0
+            self._pass_ramp = (route.s0_m + start, end - start)
+        start, ramp = self._pass_ramp[0] - route.s0_m, self._pass_ramp[1]
+        back = at + o.length / 2 + 8.0
+        up = np.clip((s - start) / ramp, 0.0, 1.0)
+        down = np.clip((back + cfg.pass_ramp_m - s) / cfg.pass_ramp_m, 0.0, 1.0)
+        ramp_share = np.minimum(up, down)
+        return width * (3 * ramp_share**2 - 2 * ramp_share**3)  # smoothstep: no kink in the path
+
+    def _may_pass_at(self, route: RouteAhead, at: float) -> bool:
+        """Whether a vehicle ``at`` metres along the route may be passed there: a lane on the
+        left, and no junction there or within ``pass_junction_clearance_m`` after it."""
+        cfg = self.cfg
+        i = min(int(at / route.step_m), len(route.left_lane) - 1)
+        ahead = route.junction[i : i + int(cfg.pass_junction_clearance_m / route.step_m)]
+        return (
+            at < cfg.pass_max_gap_m
+            and route.left_lane[i] != 0
+            and not np.any(ahead >= 0)
+            and route.junction[i] < 0
+        )
 
     def _lane_free(
         self, perception: PerceptionOutput, lane: FloatArray, s: FloatArray, skip: int
