@@ -94,8 +94,15 @@ def build_stack(cfg: StackConfig) -> Stack:
 
 
 def _learned(kind: str) -> Perceiver:
-    from perception.perceiver import default_perceiver  # imports torch: only when asked for
+    import torch  # only when asked for
 
+    from perception.perceiver import default_perceiver
+
+    # One CPU thread, as the perceiver's latency is specified and as each of `evaluate`'s
+    # workers gets: a closed-loop score hangs on the networks' last bits (a box a hair over a
+    # threshold), and those depend on how many threads sum a convolution. With the default two
+    # threads, `run town_loop --seed 1 --perception cnn` scored 59.2 where `evaluate` had 77.4.
+    torch.set_num_threads(1)
     return default_perceiver(kind)
 
 
