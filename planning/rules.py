@@ -19,6 +19,7 @@ import numpy as np
 from sim.dynamics import idm_accel
 from sim.messages import (
     ActorKind,
+    DetectedObject,
     FloatArray,
     LightState,
     PerceptionOutput,
@@ -49,12 +50,13 @@ class RulePlannerSettings:
     pass_max_gap_m: float = 40.0
     pass_junction_clearance_m: float = 30.0  # never pass one this close before a junction
     pass_min_ramp_m: float = 10.0  # shortest lateral shift: about the turning circle's limit
-    # Behind a (nearly) stopped vehicle facing the ego's way where it may be passed, stop this
+    # Behind a (nearly) stopped vehicle in the ego's lane where it may be passed, stop this
     # much further back than s0: room to steer out around it from a standstill. Learned
     # perception may confirm that a vehicle stands only once the ego is close, too late to
     # start the pass while moving.
     pass_room_m: float = 8.0
     pass_room_below_mps: float = 3.0  # the room shrinks to none at this leader speed
+    pass_room_lateral_m: float = 1.0  # ... and is kept only behind one this near the lane's middle
     junction_zone_m: float = 8.0  # beyond the junction's route points, vehicles count as in it
     sign_to_line_max_m: float = 25.0  # a stop sign governs the junction within this distance
     sign_lateral_max_m: float = 5.0  # and stands at most this far beside the lane's edge
@@ -244,8 +246,11 @@ class RulePlanner:
             along = o.length / 2 if rel < math.pi / 4 else o.width / 2
             gap = at - s_front - along
             v = max(o.speed * math.cos(o.yaw), 0.0)
-            facing = abs(math.remainder(o.yaw, 2 * math.pi)) < math.pi / 4  # the ego's way
-            if facing and v < cfg.pass_room_below_mps and self._may_pass_at(route, at):
+            if (
+                v < cfg.pass_room_below_mps
+                and self._in_lane(path, s, at, o)
+                and self._may_pass_at(route, at)
+            ):
                 gap = max(gap - cfg.pass_room_m * (1.0 - v / cfg.pass_room_below_mps), 0.05)
             if gap < best:
                 best, v_best = gap, v
@@ -387,6 +392,18 @@ class RulePlanner:
         down = np.clip((back + cfg.pass_ramp_m - s) / cfg.pass_ramp_m, 0.0, 1.0)
         ramp_share = np.minimum(up, down)
         return width * (3 * ramp_share**2 - 2 * ramp_share**3)  # smoothstep: no kink in the path
+
+    def _in_lane(self, path: FloatArray, s: FloatArray, at: float, o: DetectedObject) -> bool:
+        """Whether a vehicle ``at`` metres along ``path`` stands in the ego's lane, facing its
+        way: within ``pass_room_lateral_m`` of the path and heading within 45° of it. (A still
+        object's heading is unknown to learned perception, which reports 0: the lateral test is
+        the one that tells a car parked in the lane from one queued on a crossing road.)"""
+        i = min(int(np.searchsorted(s, at)), len(path) - 1)
+        lateral = math.hypot(path[i, 0] - o.x, path[i, 1] - o.y)
+        return (
+            lateral < self.cfg.pass_room_lateral_m
+            and abs(math.remainder(o.yaw, 2 * math.pi)) < math.pi / 4
+        )
 
     def _may_pass_at(self, route: RouteAhead, at: float) -> bool:
         """Whether a vehicle ``at`` metres along the route may be passed there: a lane on the

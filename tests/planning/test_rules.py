@@ -140,21 +140,22 @@ def test_a_parked_car_known_late_is_passed_without_touching_it(near_m: float) ->
 
 
 @pytest.mark.parametrize(
-    ("yaw", "speed", "junction_at", "room"),
+    ("y", "yaw", "speed", "junction_at", "room"),
     [
-        (0.0, 0.0, None, 8.0),  # stands, facing the ego's way, passable: pass_room_m
-        (0.0, 1.5, None, 4.0),  # slow: half of it
-        (0.0, 3.0, None, 0.0),  # at pass_room_below_mps: none
-        (np.pi, 0.0, None, 0.0),  # an oncoming car is not passed: no room
-        (0.0, 0.0, 40, 0.0),  # a junction 14 m after it: not passed there, no room
+        (0.0, 0.0, 0.0, None, 8.0),  # stands in the lane, facing its way, passable: pass_room_m
+        (0.0, 0.0, 1.5, None, 4.0),  # slow: half of it
+        (0.0, 0.0, 3.0, None, 0.0),  # at pass_room_below_mps: none
+        (0.0, np.pi, 0.0, None, 0.0),  # an oncoming car is not passed: no room
+        (1.5, 0.0, 0.0, None, 0.0),  # in the ego's way but off the lane's middle: no room
+        (0.0, 0.0, 0.0, 40, 0.0),  # a junction 14 m after it: not passed there, no room
     ],
 )
 def test_room_to_steer_out_is_kept_behind_a_car_that_may_be_passed(
-    yaw: float, speed: float, junction_at: int | None, room: float
+    y: float, yaw: float, speed: float, junction_at: int | None, room: float
 ) -> None:
     planner = RulePlanner()
     front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
-    car = DetectedObject(7, ActorKind.VEHICLE, 26.0, 0.0, yaw, speed, 4.5, 1.9, 1.0)
+    car = DetectedObject(7, ActorKind.VEHICLE, 26.0, y, yaw, speed, 4.5, 1.9, 1.0)
     route = straight_route_ahead()
     if junction_at is not None:
         route = replace(route, junction=np.where(np.arange(101) >= junction_at, 3, -1))
