@@ -395,9 +395,9 @@ class RulePlanner:
 
     def _in_lane(self, path: FloatArray, s: FloatArray, at: float, o: DetectedObject) -> bool:
         """Whether a vehicle ``at`` metres along ``path`` stands in the ego's lane, facing its
-        way: within ``pass_room_lateral_m`` of the path and heading within 45° of it. (A still
-        object's heading is unknown to learned perception, which reports 0: the lateral test is
-        the one that tells a car parked in the lane from one queued on a crossing road.)"""
+        way: within ``pass_room_lateral_m`` of the path and heading within 45° of the ego. (A
+        still object's heading is unknown to learned perception, which reports 0: the lateral
+        test is the one that tells a car parked in the lane from one queued beside the path.)"""
         i = min(int(np.searchsorted(s, at)), len(path) - 1)
         lateral = math.hypot(path[i, 0] - o.x, path[i, 1] - o.y)
         return (
