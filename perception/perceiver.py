@@ -107,6 +107,10 @@ class PerceiverSettings:
     detect_period_s: float = 0.1  # run the networks this often; tracks fill the ticks between
     score_threshold: float = 0.35  # detector score to accept a box
     top_k: int = 64
+    nms_iou: float = 0.6  # a box overlapping a better one of its class by more is dropped ...
+    nms_contain: float = 0.9  # ... as is one this much inside it or around it (the detector
+    # boxes a near car seen obliquely again with a box around it, reaching below it: a nearer
+    # ghost beside the car, on the ego's path; centernet.nms)
     vehicle_size_m: tuple[float, float] = (4.6, 1.9)  # assumed length, width
     pedestrian_size_m: tuple[float, float] = (0.6, 0.6)
     # a box's bottom edge is the object's nearest point; its centre is about this far behind
@@ -298,7 +302,12 @@ class LearnedPerceiver:
         h, w = self.input_hw
         x = img if (h0, w0) == (h, w) else F.interpolate(img, size=(h, w), mode="area")
         det: Detections = decode(
-            self.detector(x), self.stride, self.cfg.top_k, self.cfg.score_threshold
+            self.detector(x),
+            self.stride,
+            self.cfg.top_k,
+            self.cfg.score_threshold,
+            self.cfg.nms_iou,
+            self.cfg.nms_contain,
         )[0]
         sx, sy = w0 / w, h0 / h
         boxes = det.boxes * torch.tensor([sx, sy, sx, sy], device=self.device)

@@ -10,7 +10,8 @@ A detector is a backbone that turns an image ``(B, 3, H, W)`` into a feature map
 Training targets are Gaussian peaks at the box centres (elliptical, TTFNet-style, so long thin
 boxes such as traffic-light heads get a peak of their shape); the loss is CenterNet's focal loss
 on the heatmap plus L1 on size and offset at the centres. Decoding keeps local maxima (a 3×3 max
-pool), the top-k of them, and a per-class NMS for the rare duplicate.
+pool), the top-k of them, and a per-class NMS for the rare duplicate: a box overlapping a better
+one of its class by more than an IoU threshold, or lying almost wholly inside it or around it.
 
 Boxes everywhere are ``x0, y0, x1, y1`` in input pixels.
 """
@@ -170,24 +171,52 @@ class Detections:
     labels: Tensor  # (N,) class index 0..C-1
 
 
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise IoU ``(N, M)`` of boxes ``(N, 4)`` and ``(M, 4)``."""
+def _areas_and_intersection(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Areas ``(N,)`` and ``(M,)`` of boxes ``(N, 4)`` and ``(M, 4)``, and their pairwise
+    intersections ``(N, M)``."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
+    return area_a, area_b, (rb - lt).clamp(min=0).prod(-1)
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise IoU ``(N, M)`` of boxes ``(N, 4)`` and ``(M, 4)``."""
+    area_a, area_b, inter = _areas_and_intersection(a, b)
     return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
 
 
-def nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
-    """Indices kept by greedy per-class non-maximum suppression, best score first."""
+def box_overlap_of_smaller(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise ``(N, M)`` intersection over the smaller box's area (1: one lies wholly inside
+    the other)."""
+    area_a, area_b, inter = _areas_and_intersection(a, b)
+    return inter / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
+
+
+def nms(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    iou_threshold: float,
+    contain_threshold: float = 1.01,
+) -> Tensor:
+    """Indices kept by greedy per-class non-maximum suppression, best score first.
+
+    A box is suppressed by a better one of its class when their IoU exceeds ``iou_threshold``,
+    or when the intersection covers more than ``contain_threshold`` of the smaller one: a box
+    drawn around a better box, or inside it, is the same object boxed again (the default,
+    over 1, turns this off). IoU alone keeps them: a car boxed with twice its size overlaps
+    its true box by IoU 0.25.
+    """
     order = torch.argsort(scores, descending=True)
     if len(order) == 0:
         return order
-    iou = box_iou(boxes[order], boxes[order])
+    b = boxes[order]
     same = labels[order][:, None] == labels[order][None, :]
-    suppress = (iou > iou_threshold) & same
+    suppress = (
+        (box_iou(b, b) > iou_threshold) | (box_overlap_of_smaller(b, b) > contain_threshold)
+    ) & same
     keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
     for i in range(len(order)):  # N is at most top-k (~100): a Python loop is fine
         if keep[i]:
@@ -203,6 +232,7 @@ def decode(
     top_k: int = 64,
     score_threshold: float = 0.1,
     iou_threshold: float = 0.6,
+    contain_threshold: float = 1.01,
 ) -> list[Detections]:
     """Turn head outputs into per-image detections (boxes in input pixels)."""
     heat = torch.sigmoid(pred["heatmap"])  # (B, C, h, w)
@@ -222,6 +252,6 @@ def decode(
         bw, bh = size[i, keep, 0], size[i, keep, 1]
         boxes = torch.stack([x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2], -1) * stride
         s, lab = scores[i][keep], labels[i][keep]
-        k = nms(boxes, s, lab, iou_threshold)
+        k = nms(boxes, s, lab, iou_threshold, contain_threshold)
         out.append(Detections(boxes[k], s[k], lab[k]))
     return out

@@ -119,3 +119,21 @@ def test_nms_suppresses_duplicates_of_one_class_only() -> None:
     keep = nms(boxes, scores, labels, 0.5)
     assert sorted(keep.tolist()) == [0, 2, 3]
     assert float(box_iou(boxes[:1], boxes[1:2])) == pytest.approx(81 / 119)
+
+
+def test_nms_drops_a_box_drawn_around_a_better_one() -> None:
+    """The town_small_tour seed-5 case: a car boxed once tightly (best score) and twice with
+    boxes around it reaching below it. IoU keeps all three; containment keeps the best."""
+    boxes = torch.tensor(
+        [[5.8, 110.1, 53.6, 142.0], [-22.8, 104.8, 91.5, 179.5], [-6.9, 96.4, 91.3, 156.2]]
+    )
+    scores = torch.tensor([0.43, 0.40, 0.36])
+    labels = torch.zeros(3, dtype=torch.long)
+    assert nms(boxes, scores, labels, 0.6).tolist() == [0, 1, 2]
+    assert nms(boxes, scores, labels, 0.6, contain_threshold=0.9).tolist() == [0]
+    # a better box inside a worse one goes the other way round too, but only within a class
+    assert nms(boxes[[1, 0]], scores[[0, 1]], labels[:2], 0.6, 0.9).tolist() == [0]
+    assert sorted(nms(boxes[:2], scores[:2], torch.tensor([0, 1]), 0.6, 0.9).tolist()) == [0, 1]
+    # side by side, half overlapping: neither inside the other, both kept
+    pair = torch.tensor([[0.0, 0, 10, 10], [5.0, 0, 15, 10]])
+    assert nms(pair, scores[:2], labels[:2], 0.6, 0.9).tolist() == [0, 1]
