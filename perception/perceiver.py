@@ -147,6 +147,13 @@ class PerceiverSettings:
     ego: VehicleParams = field(default_factory=VehicleParams)  # where the front bumper is
     min_sign_px: float = 6.0  # signs smaller than this (frame px) are tracked, not read
     limit_active_ahead_m: float = 3.0  # a limit sign counts from this far before the ego
+    # ... if it was read: its leading value holds this much of the sign's readings (each
+    # weighs the box's side in px times the classifier's confidence) and this share of them.
+    # Two unsure readings of a 7-px sign ("10" for a 50, town_loop seed 4) set no limit; the
+    # last limit then stays, as a driver keeps the last limit on passing a sign he could not
+    # read.
+    limit_min_votes: float = 20.0
+    limit_min_share: float = 0.6
 
 
 @dataclass
@@ -472,7 +479,7 @@ class LearnedPerceiver:
         self.tracks = keep
 
     def _update_limit(self, ego: VehicleState) -> None:
-        """The active limit: that of the last speed-limit sign the ego has reached."""
+        """The active limit: that of the last speed-limit sign the ego has reached and read."""
         for k in self.tracks:
             lab = k.label()
             if (
@@ -483,7 +490,13 @@ class LearnedPerceiver:
             ):
                 continue
             x = float(ego.to_ego(np.array([[k.x, k.y]]))[0, 0])
-            if x <= self.cfg.limit_active_ahead_m and k.hits >= self.cfg.confirm_hits:
+            lead, total = k.votes[lab], sum(k.votes.values())
+            if (
+                x <= self.cfg.limit_active_ahead_m
+                and k.hits >= self.cfg.confirm_hits
+                and lead >= self.cfg.limit_min_votes
+                and lead >= self.cfg.limit_min_share * total
+            ):
                 self._limit_mps = float(lab.removeprefix("limit_")) * KMH
                 self._limit_sign = k.id
 

@@ -63,6 +63,34 @@ def test_a_new_sign_replaces_the_limit() -> None:
     assert out.speed_limit_mps == 50 / 3.6
 
 
+def _reached(
+    p: LearnedPerceiver, readings: list[tuple[str, float, float]], x0: float
+) -> float | None:
+    """Drive up to a sign at ``x0`` 1.5 m per detection step, reading it as ``(label, box side
+    px, confidence)`` from 7 m before it; the limit after the last reading."""
+    out = None
+    for k, (label, side, prob) in enumerate(readings):
+        x = x0 - 7.0 + 1.5 * k  # reached (3 m before it) at the fourth reading
+        ego = VehicleState(x / 10.0, int(x), x, 0.0, 0.0, 10.0)
+        box = (0.0, 0.0, side, side)
+        rel = ego.to_ego(np.array([[x0, -3.0]]))[0]
+        d = FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, box, 0.9, float(rel[0]),
+                           float(rel[1]), label, prob)  # fmt: skip
+        out = p.track([d], ego).speed_limit_mps
+    return out
+
+
+def test_a_sign_read_too_little_or_too_split_leaves_the_limit_as_it_was() -> None:
+    p = _perceiver()
+    assert _reached(p, [("limit_50", 12.0, 1.0)] * 4, 0.0) == 50 / 3.6
+    # town_loop seed 4: two unsure readings of a 7-px sign (the smaller ones are not read)
+    weak = [("limit_10", 4.0, 0.9)] * 3 + [("limit_10", 7.2, 0.57), ("limit_10", 6.3, 0.87)]
+    assert _reached(p, weak, 100.0) == 50 / 3.6
+    split = [("limit_10", 12.0, 0.9), ("limit_30", 12.0, 0.9)] * 2  # 21.6 each: half the weight
+    assert _reached(p, split, 200.0) == 50 / 3.6
+    assert _reached(p, [("limit_30", 8.0, 0.9)] * 4, 300.0) == 30 / 3.6  # 28.8: enough
+
+
 def test_light_stop_line_is_the_next_junction_entry() -> None:
     p = _perceiver()
     route = _route(30.0)
