@@ -134,7 +134,15 @@ class PerceiverSettings:
     edge_px: float = 1.0  # a sign or head whose box comes this near the image's edge is not read
     light_memory_s: float = 3.0  # a light unseen this long is forgotten (no deadlock at a
     # red whose head the detector lost; the cost: a light lost while red for 3 s is run)
-    green_min_prob: float = 0.9  # a green read with less confidence is reported UNKNOWN
+    green_min_prob: float = 0.9  # a green read with less confidence is reported UNKNOWN ...
+    # ... unless the head was read sure (red, yellow, a confident green) this recently: its
+    # state then holds through the doubtful reading. A green head read once "green 0.80" as
+    # the ego drove up to it at 4 m/s stopped the ego where the head was out of view; it
+    # forgot the head and drove on through the red it could no longer see (red_lights seed 1).
+    # A red read this soon after a sure green is doubtful too: a head turns red only after
+    # 3 s of yellow, so that red is a part of the head misread (red_lights seed 0). No
+    # reading turns a sure red into green.
+    light_hold_s: float = 1.0
     # A light box mostly inside a bigger one is a part of the same head (the detector boxes a
     # head twice, whole and in part); the part is read with less confidence, so it is dropped.
     light_part_overlap: float = 0.6  # share of the smaller box's area inside the bigger one
@@ -174,6 +182,7 @@ class Track:
     votes: dict[str, float] = field(default_factory=dict)  # sign label -> weight
     state: LightState = LightState.UNKNOWN  # last light state read
     read: bool = False  # a light whose state has been read at least once
+    t_sure: float = -math.inf  # when a light's state was last read sure (not UNKNOWN)
     z: float | None = None  # height of a sign's or light's centre (m)
 
     def label(self) -> str | None:
@@ -462,6 +471,19 @@ class LearnedPerceiver:
                 # a head seen lit that reads dark is misread, not switched off: a dark head
                 # would stop governing, and a red misread so was driven through
                 state = LightState.UNKNOWN
+            elif (
+                state == LightState.RED
+                and k.state == LightState.GREEN
+                and k.t_last - k.t_sure <= self.cfg.light_hold_s
+            ):
+                # a head goes green, yellow (3 s), red: red just after a sure green is not a
+                # change but the head's top, its red lamp, boxed alone as the head leaves
+                # the image (red_lights seed 0) and read as what it is
+                state = LightState.UNKNOWN
+            if state != LightState.UNKNOWN:
+                k.t_sure = k.t_last
+            elif k.t_last - k.t_sure <= self.cfg.light_hold_s:
+                state = k.state  # one doubtful reading does not undo a sure one just made
             k.state, k.read = state, True
             return
         side = min(d.box[2] - d.box[0], d.box[3] - d.box[1])

@@ -104,17 +104,50 @@ def test_light_stop_line_is_the_next_junction_entry() -> None:
     light = out.lights[0]
     assert light.state == LightState.RED
     assert (light.stop_x, light.stop_y) == (30.0, 0.0)
-    # a green read without confidence is reported as unknown, which the planner treats as red
+    # a green read without confidence just after the red: the sure red holds (light_hold_s) ...
     unsure = FrameDetection(
         "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 45.0, -3.0, "light_green", 0.6
     )
     out = p.track([unsure], VehicleState(0.1, 1, 0.0, 0.0, 0.0, 0.0), route)
+    assert out.lights[0].state == LightState.RED
+    # ... and once no sure reading is that recent it is unknown, which the planner treats as red
+    for k in range(2, 13):
+        out = p.track([unsure], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0), route)
     assert out.lights[0].state == LightState.UNKNOWN
     sure = FrameDetection(
         "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, 45.0, -3.0, "light_green", 0.99
     )
-    out = p.track([sure], VehicleState(0.2, 2, 0.0, 0.0, 0.0, 0.0), route)
+    out = p.track([sure], VehicleState(1.3, 13, 0.0, 0.0, 0.0, 0.0), route)
     assert out.lights[0].state == LightState.GREEN
+    # a sure green holds through one doubtful reading (a head read "green 0.8" once as the ego
+    # drove up to it stopped it out of the head's view: red_lights seed 1), not through many
+    out = p.track([unsure], VehicleState(1.4, 14, 0.0, 0.0, 0.0, 0.0), route)
+    assert out.lights[0].state == LightState.GREEN
+    for k in range(15, 30):
+        out = p.track([unsure], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0), route)
+    assert out.lights[0].state == LightState.UNKNOWN
+
+
+def test_red_straight_after_a_sure_green_is_doubted_for_a_second_then_believed() -> None:
+    """A head turns red only after 3 s of yellow: a red read 0.1 s after a sure green is the
+    head's top lamp boxed alone (red_lights seed 0); a red that persists is a red."""
+    p = _perceiver()
+    route = _route(30.0)
+    green = _head(45.0, -3.0, "light_green")
+    p.track([green], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route)
+    states = []
+    for k in range(1, 16):
+        out = p.track(
+            [_head(45.0, -3.0, "light_red")], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0), route
+        )
+        states.append(out.lights[0].state)
+    assert states[:10] == [LightState.GREEN] * 10  # within light_hold_s of the sure green
+    assert states[10:] == [LightState.RED] * 5
+    # after a yellow, red is believed at once
+    q = _perceiver()
+    q.track([_head(45.0, -3.0, "light_yellow")], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route)
+    out = q.track([_head(45.0, -3.0, "light_red")], VehicleState(0.1, 1, 0.0, 0.0, 0.0, 0.0), route)
+    assert out.lights[0].state == LightState.RED
 
 
 def test_objects_get_ids_and_speeds_from_tracking() -> None:
