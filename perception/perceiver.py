@@ -181,8 +181,8 @@ class Track:
     box: tuple[float, float, float, float] | None = None
     votes: dict[str, float] = field(default_factory=dict)  # sign label -> weight
     state: LightState = LightState.UNKNOWN  # last light state read
-    read: bool = False  # a light whose state has been read at least once
     t_sure: float = -math.inf  # when a light's state was last read sure (not UNKNOWN)
+    t_read: float = -math.inf  # ... and last read at all (a box cut by the image's edge is not)
     z: float | None = None  # height of a sign's or light's centre (m)
 
     def label(self) -> str | None:
@@ -484,7 +484,7 @@ class LearnedPerceiver:
                 k.t_sure = k.t_last
             elif k.t_last - k.t_sure <= self.cfg.light_hold_s:
                 state = k.state  # one doubtful reading does not undo a sure one just made
-            k.state, k.read = state, True
+            k.state, k.t_read = state, k.t_last
             return
         side = min(d.box[2] - d.box[0], d.box[3] - d.box[1])
         if side >= self.cfg.min_sign_px:  # bigger, nearer signs are read better: weigh by size
@@ -578,8 +578,11 @@ class LearnedPerceiver:
                         k.id, SignType[lab.upper()], 0.0, float(p[0]), float(p[1]), k.score
                     )
                 signs.append(sign)
-            elif age <= cfg.report_age_s and k.read and k.state != LightState.OFF:
-                lights_seen.append((k, p))  # a head never read (only seen cut) says nothing
+            elif ego.t - k.t_read <= cfg.report_age_s and k.state != LightState.OFF:
+                # a head seen only cut by the image's edge is not seen: its last state must not
+                # hold a stopped ego for ever (the head of junction_turns seed 1 stood at the
+                # edge, boxed each frame, red for 150 s), and one never read says nothing
+                lights_seen.append((k, p))
         lights = self._governing_light(ego, route, lights_seen)
         return PerceptionOutput(
             ego.t, ego.frame, tuple(objects), tuple(signs), lights, self._limit_mps, latency

@@ -284,6 +284,22 @@ def test_a_box_cut_by_the_image_edge_is_not_read() -> None:
     assert cut_by_edge([100.0, 230.0, 120.0, 239.5], (320, 240), 1.0)
 
 
+def test_a_head_seen_only_cut_by_the_edge_stops_governing_once_long_unread() -> None:
+    # junction_turns seed 1 with a retrained detector: the head stood at the image's edge,
+    # boxed every frame but never read, and its last red held the stopped ego for 150 s
+    p = _perceiver()
+    route = _route(30.0)
+    red = p.track([_head(45.0, -3.0, "light_red")], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route)
+    assert red.lights[0].state == LightState.RED
+    cut = FrameDetection("light", DetectionClass.TRAFFIC_LIGHT, (313.7, 15.3, 321.4, 30.3), 0.4,
+                         45.0, -3.0, None)  # fmt: skip
+    outs = [
+        p.track([cut], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0), route) for k in range(1, 50)
+    ]
+    assert outs[20].lights[0].state == LightState.RED  # 2 s: still remembered
+    assert outs[-1].lights == ()  # 4.9 s: unread for longer than light_memory_s
+
+
 def test_a_head_beside_the_crossing_road_does_not_govern_the_lane() -> None:
     # a head of the crossing road, 20 m ahead and 13 m to the side, is read red; the lane's own
     # head beyond the junction, 3 m to the side, is green
