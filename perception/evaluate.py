@@ -387,7 +387,7 @@ def format_table(r: dict[str, Any]) -> str:
     for g, e in r["position_error_m"].items():
         if e:
             lines.append(
-                f"position {g:<9}median {e['median']:.2f} m, p90 {e['p90']:.2f} m "
+                f"position {g:<9} median {e['median']:.2f} m, p90 {e['p90']:.2f} m "
                 f"({e['n']} matched)"
             )
     la = r["latency_ms"]
