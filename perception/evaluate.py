@@ -96,19 +96,21 @@ def evaluate(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Run every figure of the module docstring; return them as a JSON-ready dict."""
-    operating = PerceiverSettings()
-    perceiver = LearnedPerceiver.from_files(str(detector), str(classifier), operating, device)
-    ranked = dataclasses.replace(
-        operating, score_threshold=settings.coco_score_threshold, top_k=settings.coco_top_k
+    perceiver = LearnedPerceiver.from_files(
+        str(detector), str(classifier), PerceiverSettings(), device
     )
-    ranker = LearnedPerceiver.from_files(str(detector), str(classifier), ranked, device)
+    ranked = dataclasses.replace(
+        perceiver.cfg, score_threshold=settings.coco_score_threshold, top_k=settings.coco_top_k
+    )  # the same networks, keeping every box COCO ranks
+    ranker = LearnedPerceiver(perceiver.detector, perceiver.classifier, ranked, device)
     data = load_split(data_dir, settings.split, perceiver.input_hw, settings.limit)
     coco_all = read_annotations(data_dir)
     dets: list[list[FrameDetection]] = []
     ranked_dets: list[list[FrameDetection]] = []
     for i in range(len(data)):
-        dets.append(perceiver.detect(_frame(data, i)))
-        ranked_dets.append(ranker.detect(_frame(data, i)))
+        frame = _frame(data, i)
+        dets.append(perceiver.detect(frame))
+        ranked_dets.append(ranker.detect(frame))
     result: dict[str, Any] = {
         "detector": str(detector),
         "classifier": str(classifier),
