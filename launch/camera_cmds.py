@@ -9,6 +9,7 @@ settings (the first camera), and a scenario without any gets a default forward c
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import zlib
@@ -215,7 +216,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.gallery:
         from launch.gallery import episode_views
 
-        source = episode_views
+        source = functools.partial(episode_views, subject=args.gallery)
     writer = collect_dataset(
         scenarios,
         specs,
@@ -316,9 +317,12 @@ def add_collect_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="directory for images/ and annotations.json")
     p.add_argument(
         "--gallery",
-        action="store_true",
-        help="views of the maps' signs and light heads with random faces (launch/gallery.py) "
-        "instead of the drive's own frames; --frames counts views per episode",
+        nargs="?",
+        const="signs",
+        choices=("signs", "road-users"),
+        help="views instead of the drive's own frames (launch/gallery.py): of the maps' signs "
+        "and light heads with random faces (--gallery, or --gallery signs) or of road users "
+        "(--gallery road-users); --frames counts views per episode",
     )
     _camera_flags(p)
     p.set_defaults(func=cmd_collect)

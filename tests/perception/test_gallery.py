@@ -1,18 +1,22 @@
-"""The gallery: views of signs and heads from where a driver meets them, drawn anew each view."""
+"""The gallery: views of signs and heads from where a driver meets them, drawn anew each view, and
+views of road users."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from launch.cli import main
-from launch.gallery import gallery_observation, view_pose
+from launch.gallery import episode_views, gallery_observation, road_user_pose, view_pose
 from perception.models.stn_classifier import StnClassifierConfig
-from sim.messages import DetectionClass, LightState, Observation, SignGT, SignType
-from sim.scenario import load_scenario
+from sim.errors import DrivestackError
+from sim.messages import ActorKind, DetectionClass, LightState, Observation, SignGT, SignType
+from sim.scenario import CameraSpec, load_scenario
 from sim.world import EmbeddedWorld
 
 FRONT_M = 4.8 - 0.95  # front bumper ahead of the rear axle
@@ -87,3 +91,72 @@ def test_collect_gallery_writes_a_dataset_of_close_heads_and_signs(tmp_path: Pat
     assert {im["split"] for im in data["images"]} <= {"train", "val", "test"}
     kinds = {a["category_id"] for a in data["annotations"]}
     assert kinds & {int(DetectionClass.TRAFFIC_LIGHT), int(DetectionClass.SPEED_LIMIT_SIGN)}
+
+
+def test_road_user_views_face_a_pedestrian_or_vehicle_from_the_egos_side() -> None:
+    obs = _first_obs("dense_traffic")
+    a = obs.ground_truth.actors
+    people = set(np.flatnonzero(a.kind == ActorKind.PEDESTRIAN).tolist())
+    assert people and len(people) < len(a)
+    rng = np.random.default_rng(2)
+    faced = []
+    for _ in range(300):
+        pose = road_user_pose(obs, rng)
+        assert pose is not None
+        x, y, yaw = pose
+        # the road user the view was made for: 4-25 m away, within 15° of straight ahead, and
+        # the view on the side of it the ego is on (within 40°)
+        fits = []
+        for i in range(len(a)):
+            d = math.hypot(a.x[i] - x, a.y[i] - y)
+            aim = math.remainder(math.atan2(a.y[i] - y, a.x[i] - x) - yaw, math.tau)
+            side = math.remainder(
+                math.atan2(y - a.y[i], x - a.x[i])
+                - math.atan2(obs.ego.y - a.y[i], obs.ego.x - a.x[i]),
+                math.tau,
+            )
+            near = 4.0 - 1e-6 <= d <= 25.0 + 1e-6
+            if near and abs(aim) <= math.radians(15.01) and abs(side) <= math.radians(40.01):
+                fits.append(i)
+        assert fits
+        faced.append(any(i in people for i in fits))
+    # 70 % of the views go to a pedestrian where the episode has one (a few more by chance: a
+    # view of a car may face a pedestrian too)
+    assert 0.62 <= sum(faced) / len(faced) <= 0.85
+
+
+def test_a_road_user_view_needs_a_road_user_and_a_known_subject() -> None:
+    obs = _first_obs("free_drive_limits")
+    empty = obs.ground_truth.actors
+    keep = np.zeros(len(empty), dtype=bool)
+    none = type(empty)(**{f: getattr(empty, f)[keep] for f in empty.__dataclass_fields__})
+    bare = dataclasses.replace(obs, ground_truth=dataclasses.replace(obs.ground_truth, actors=none))
+    assert road_user_pose(bare, np.random.default_rng(0)) is None
+    spec = CameraSpec(name="front", width=320, height=240, fov_deg=90.0)
+    try:
+        episode_views(load_scenario("red_lights"), spec, 0, 1, 10, subject="people")  # type: ignore[arg-type]
+    except DrivestackError as exc:
+        assert "gallery subject 'people'; allowed: signs, road-users" in str(exc)
+    else:
+        raise AssertionError("an unknown subject was accepted")
+
+
+def test_collect_refuses_an_unknown_gallery_subject(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["perception", "collect", "--gallery", "people", "--scenario", "red_lights"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--gallery: invalid choice: 'people' (choose from" in capsys.readouterr().err
+
+
+def test_collect_road_user_views_annotates_pedestrians(tmp_path: Path) -> None:
+    args = ["perception", "collect", "--gallery", "road-users", "--scenario", "dense_traffic"]
+    args += ["--episodes", "1", "--frames", "6", "--seed", "3", "--width", "320", "--height", "240"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    assert len(data["images"]) == 6
+    peds = [a for a in data["annotations"] if a["category_id"] == int(DetectionClass.PEDESTRIAN)]
+    assert len({a["image_id"] for a in peds}) >= 3  # most views face a pedestrian, near
+    assert max(a["bbox"][3] for a in peds) >= 20.0
