@@ -6,12 +6,21 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import multiprocessing
 import shutil
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from launch.argtypes import positive_int
+
+if TYPE_CHECKING:
+    from launch.gallery import Subject
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +122,12 @@ def collect_classifier_data(out: Path, seed: int, episodes: int = 4, frames: int
     return out / "annotations.json"
 
 
-def collect_gallery_data(out: Path, seed: int, episodes: int = 4, views: int = 60) -> Path:
+def collect_gallery_data(
+    out: Path, seed: int, episodes: int = 4, views: int = 60, subject: Subject = "signs"
+) -> Path:
     """Views of the training maps' signs and light heads from where a driver meets them, with
-    random states, types and values (launch/gallery.py): close-up and rare readings a drive
-    hardly collects."""
+    random states, types and values, or (``subject="road-users"``) of their pedestrians and
+    vehicles (launch/gallery.py): close-up and rare views a drive hardly collects."""
     from launch.camera_cmds import collect_dataset
     from launch.gallery import episode_views
     from perception.perceiver import default_camera
@@ -124,44 +135,81 @@ def collect_gallery_data(out: Path, seed: int, episodes: int = 4, views: int = 6
 
     scenarios = [load_scenario(s) for s in training_scenarios()]
     specs = [default_camera() for _ in scenarios]
-    collect_dataset(scenarios, specs, out, views, episodes, seed, every=10, source=episode_views)
+    source = functools.partial(episode_views, subject=subject)
+    collect_dataset(scenarios, specs, out, views, episodes, seed, every=10, source=source)
     return out / "annotations.json"
 
 
-def make_default_weights(
-    out: Path, work: Path, frames: int, device: str, seed: int, collect: bool = True
-) -> dict[str, Any]:
-    """Collect a dataset, train the three shipped networks and copy them into ``out``."""
+ROAD_USER_VIEWS = 20  # per episode: 800 views beside the 2400 of signs and heads
+
+
+def _train_one(name: str, seed: int, sets: list[Path], out: Path, device: str) -> float:
+    """Train one shipped network (a process of its own under make-default-weights)."""
     from perception.train import load_train_config, train
 
+    t0 = time.perf_counter()
+    train(load_train_config(name, seed=seed), sets, out, device, progress=False)
+    return time.perf_counter() - t0
+
+
+def make_default_weights(
+    out: Path,
+    work: Path,
+    frames: int,
+    device: str,
+    seed: int,
+    collect: bool = True,
+    jobs: int = 2,
+) -> dict[str, Any]:
+    """Collect a dataset, train the three shipped networks (``jobs`` at a time, each on one
+    thread, so a 2-core machine trains two at once) and copy them into ``out``."""
     data = work / "data"
     extra = work / "signs_lights"
     gallery = work / "gallery"
+    road_users = work / "road_users"
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if collect:
         collect_training_data(data, frames, seed)
         collect_classifier_data(extra, seed + 50)
         collect_gallery_data(gallery, seed + 100)
+        collect_gallery_data(road_users, seed + 150, views=ROAD_USER_VIEWS, subject="road-users")
         timings["collect_s"] = time.perf_counter() - t0
+    # The classifier reads signs and heads; the detectors also learn the road users' views.
+    sets = {
+        "stn": [data, extra, gallery],
+        "cnn": [data, gallery, road_users],
+        "transformer": [data, gallery, road_users],
+    }
+    names = list(sets)  # the classifier first: the shortest, so a slot frees for the next
+    t1 = time.perf_counter()
+    print(
+        f"training {', '.join(names)}, {jobs} at a time (progress: tensorboard --logdir {work})",
+        file=sys.stderr,
+        flush=True,
+    )
+    ctx = multiprocessing.get_context("spawn")  # a fresh torch per run: no shared thread pools
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
+        runs = {n: pool.submit(_train_one, n, seed, sets[n], work / n, device) for n in names}
+        for n in names:
+            timings[f"train_{n}_s"] = runs[n].result()
+            print(f"trained {n} in {timings[f'train_{n}_s'] / 60:.1f} min", file=sys.stderr)
+    timings["train_s"] = time.perf_counter() - t1
     made = {}
-    for name in ("stn", "cnn", "transformer"):
-        t1 = time.perf_counter()
-        cfg = load_train_config(name, seed=seed)
-        sets = [data, extra, gallery] if name == "stn" else [data, gallery]
-        path = train(cfg, sets, work / name, device)
-        timings[f"train_{name}_s"] = time.perf_counter() - t1
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, out / f"{name}.safetensors")
-        shutil.copy(path.with_suffix(".json"), out / f"{name}.json")
-        made[name] = str(out / f"{name}.safetensors")
+    out.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        path = work / n / "model.safetensors"
+        shutil.copy(path, out / f"{n}.safetensors")
+        shutil.copy(path.with_suffix(".json"), out / f"{n}.json")
+        made[n] = str(out / f"{n}.safetensors")
     timings["total_s"] = time.perf_counter() - t0
     manifest = {
         "weights": made,
-        "data": [str(data), str(extra), str(gallery)],
+        "data": {n: [str(d) for d in sets[n]] for n in names},
         "frames": frames,
         "seed": seed,
         "device": device,
+        "jobs": jobs,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -172,7 +220,7 @@ def _cmd_make_default_weights(args: argparse.Namespace) -> int:
     out = Path(args.out)
     work = Path(args.work)
     manifest = make_default_weights(
-        out, work, args.frames, args.device, args.seed, not args.no_collect
+        out, work, args.frames, args.device, args.seed, not args.no_collect, args.jobs
     )
     print(json.dumps(manifest, indent=2))
     return 0
@@ -225,6 +273,14 @@ def add_commands(perception: Any) -> None:
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--device", type=_device, default="cpu")
     mk.add_argument(
-        "--no-collect", action="store_true", help="reuse WORK/data, signs_lights, gallery"
+        "--no-collect",
+        action="store_true",
+        help="reuse WORK/data, signs_lights, gallery, road_users",
+    )
+    mk.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=2,
+        help="networks trained at once, one CPU thread each (default 2; 1 trains them in turn)",
     )
     mk.set_defaults(func=_cmd_make_default_weights)
