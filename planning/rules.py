@@ -280,14 +280,22 @@ class RulePlanner:
                 self._stop_why = f"light {lt.id} {lt.state.name.lower()}"
         self._yellow.end_update()
         # Signs are remembered by the route distance of their stop line: a camera loses a
-        # roadside sign in the last metres before it, the obligation stays.
+        # roadside sign in the last metres before it, the obligation stays. Where the signs
+        # read for one line disagree, stop wins over yield while the line is still ahead: a
+        # learned perceiver boxed a stop sign once more as a yield sign, read it "yield" first,
+        # and the ego drove through the junction as at a yield (junction_turns seed 5).
         for sg in perception.signs:
             if sg.type in (SignType.STOP, SignType.YIELD):
                 line_s, junction = self._junction_after(route, base, s, sg.x, sg.y)
                 if line_s is not None:
                     key = round(route.s0_m + line_s, 1)
-                    if not any(abs(key - k) < 3.0 for k in self._sign_lines):
+                    known = [k for k in self._sign_lines if abs(key - k) < 3.0]
+                    if not known:
                         self._sign_lines[key] = (sg.type, junction, sg.id)
+                    elif sg.type == SignType.STOP and line_s > s_front:
+                        for k in known:
+                            if self._sign_lines[k][0] == SignType.YIELD:
+                                self._sign_lines[k] = (SignType.STOP, junction, sg.id)
         for key, (kind, junction, sign_id) in list(self._sign_lines.items()):
             dist = key - route.s0_m - s_front
             if dist < -10.0:

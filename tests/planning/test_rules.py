@@ -1,5 +1,6 @@
 """The rule planner's geometry helpers against numpy's reference implementations, its
-decisions at a yellow light, and a pass of a parked car from a standstill."""
+decisions at a yellow light and at a sign read two ways, and a pass of a parked car from a
+standstill."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from sim.messages import (
     ActorKind,
     DetectedLight,
     DetectedObject,
+    DetectedSign,
     LightState,
     Observation,
     PerceptionOutput,
+    SignType,
     VehicleState,
 )
 from sim.route import straight_route_ahead
@@ -96,6 +99,36 @@ def test_a_yellow_is_decided_once_when_first_seen() -> None:
     green = PerceptionOutput(1.0, 0, (), (), (DetectedLight(3, LightState.GREEN, 50.0, 0.0),), 13.9)
     planner.update(green, straight_route_ahead(), VehicleState(1.0, 0, 0.0, 0.0, 0.0, 12.5))
     assert not seen(planner, 1.5, 24.0, 12.5)
+
+
+def _signs(t: float, *signs: DetectedSign) -> PerceptionOutput:
+    return PerceptionOutput(t, 0, (), signs, (), 13.9)
+
+
+@pytest.mark.parametrize("line_m", [30.0, -1.0])
+def test_a_stop_sign_read_after_a_yield_for_one_line_stops_the_ego(line_m: float) -> None:
+    # a junction 30 m ahead of the bumper (or just behind it), its signs 5 m before its line
+    planner = RulePlanner()
+    front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
+    route = straight_route_ahead()
+    at = round(front + line_m)
+    route = replace(route, junction=np.where(np.arange(101) >= at, 7, -1))
+    ego = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 8.0)
+    sign_x = front + line_m - 5.0
+    planner.update(_signs(0.0, DetectedSign(1, SignType.YIELD, 0.0, sign_x, -2.8)), route, ego)
+    assert not planner.stops_at_line  # a yield at a clear junction: go
+    both = (
+        DetectedSign(1, SignType.YIELD, 0.0, sign_x, -2.8),
+        DetectedSign(2, SignType.STOP, 0.0, sign_x, -2.7),
+    )
+    planner.update(_signs(0.1, *both), route, replace(ego, t=0.1))
+    # stop wins while the line is ahead; a line already passed is not braked for
+    assert planner.stops_at_line == (line_m > 0)
+    if line_m > 0:
+        assert planner.reason.endswith("(stop sign 2)")
+        # and a yield read again later does not undo it
+        planner.update(_signs(0.2, both[0]), route, replace(ego, t=0.2))
+        assert planner.stops_at_line
 
 
 class FarCarsLookMoving:
