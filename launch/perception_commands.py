@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import multiprocessing
 import shutil
 import sys
@@ -21,8 +20,6 @@ from launch.argtypes import positive_int
 
 if TYPE_CHECKING:
     from launch.gallery import Subject
-
-log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "perception" / "weights"
 HELD_OUT_MAP = "town_small"  # never in the shipped weights' training data: the unseen-map test
