@@ -5,13 +5,17 @@ A detector is a backbone that turns an image ``(B, 3, H, W)`` into a feature map
 
 - ``heatmap`` ``(B, C, H/s, W/s)``: logits of "an object of class c has its centre here";
 - ``size`` ``(B, 2, H/s, W/s)``: log of the box width and height, in input pixels / stride;
-- ``offset`` ``(B, 2, H/s, W/s)``: sub-cell position of the centre, in cells (0..1).
+- ``offset`` ``(B, 2, H/s, W/s)``: the centre relative to the cell, in cells (0..1 in the
+  centre's own cell, the one decoding reads).
 
 Training targets are Gaussian peaks at the box centres (elliptical, TTFNet-style, so long thin
 boxes such as traffic-light heads get a peak of their shape); the loss is CenterNet's focal loss
-on the heatmap plus L1 on size and offset at the centres. Decoding keeps local maxima (a 3×3 max
-pool), the top-k of them, and a per-class NMS for the rare duplicate: a box overlapping a better
-one of its class by more than an IoU threshold, or lying almost wholly inside it or around it.
+on the heatmap, L1 on size and offset at the centres, and (TTFNet again) a GIoU loss on the box
+decoded at every cell under the object's peak, weighted by the peak: the heatmap of a large
+object may peak a cell or two off its centre, and the cells there must box it too. Decoding
+keeps local maxima (a 3×3 max pool), the top-k of them, and a per-class NMS for the rare
+duplicate: a box overlapping a better one of its class by more than an IoU threshold, or lying
+almost wholly inside it or around it.
 
 Boxes everywhere are ``x0, y0, x1, y1`` in input pixels.
 """
@@ -27,6 +31,7 @@ from torch import Tensor, nn
 
 GAUSS_ALPHA = 0.54  # TTFNet: sigma = alpha * side / 6, so a box's peak covers its inner half
 MIN_SIGMA_CELLS = 0.5
+BOX_REGION = 0.1  # cells where an object's Gaussian is above this learn to box it (GIoU)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -72,6 +77,8 @@ class Targets:
     index: Tensor  # (B, M) flat index y * w + x of each centre cell
     mask: Tensor  # (B, M) 1 for a real box, 0 for padding
     ignore: Tensor  # (B, C, h, w) 1 inside boxes too small or hidden to learn from
+    box: Tensor  # (B, 4, h, w) x0, y0, x1, y1 in cells of the object each cell learns to box
+    box_weight: Tensor  # (B, h, w) that cell's share of its object (sums to 1 per object)
 
 
 def make_targets(
@@ -86,6 +93,7 @@ def make_targets(
 
     Boxes flagged in ``ignore`` (``(N_i,)`` bool) get no peak; their area is left out of the
     loss instead, so the network is neither taught to find a 1-pixel sign nor punished for it.
+    Where the box regions of two objects overlap, the smaller object has the cell (TTFNet).
     """
     h, w = out_hw
     b = len(boxes)
@@ -96,10 +104,13 @@ def make_targets(
     index = torch.zeros(b, m, dtype=torch.long)
     mask = torch.zeros(b, m)
     ign = torch.zeros(b, num_classes, h, w)
+    box_t = torch.zeros(b, 4, h, w)
+    box_w = torch.zeros(b, h, w)
     ys = torch.arange(h, dtype=torch.float32)[:, None]
     xs = torch.arange(w, dtype=torch.float32)[None, :]
     for i, (bx, cl) in enumerate(zip(boxes, classes, strict=True)):
-        for j in range(len(bx)):
+        areas = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])
+        for j in torch.argsort(areas, descending=True).tolist():  # the smallest writes last
             x0, y0, x1, y1 = (float(v) / stride for v in bx[j])
             if ignore is not None and bool(ignore[i][j]):
                 r0, r1 = max(int(y0), 0), min(math.ceil(y1) + 1, h)
@@ -118,7 +129,12 @@ def make_targets(
             offset[i, j] = torch.tensor([cx - ix, cy - iy])
             index[i, j] = iy * w + ix
             mask[i, j] = 1.0
-    return Targets(heat, size, offset, index, mask, ign * (heat < 1.0).float())
+            region = g > BOX_REGION
+            region[iy, ix] = True
+            box_t[i, :, region] = torch.tensor([x0, y0, x1, y1])[:, None]
+            box_w[i, region] = g[region] / g[region].sum()
+    # A larger object loses the cells a smaller one takes: it then counts a little less than once.
+    return Targets(heat, size, offset, index, mask, ign * (heat < 1.0).float(), box_t, box_w)
 
 
 # -------------------------------------------------------------------------------------- loss
@@ -148,8 +164,38 @@ def _gather(feat: Tensor, index: Tensor) -> Tensor:
     return flat.gather(2, index[:, None, :].expand(b, k, index.shape[1])).transpose(1, 2)
 
 
+def giou(a: Tensor, b: Tensor) -> Tensor:
+    """Generalised IoU (Rezatofighi et al. 2019) of paired boxes ``(..., 4)``: IoU minus the
+    share of their enclosing box that neither covers; in [-1, 1], 1 for identical boxes."""
+    area_a = (a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0)
+    area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = (area_a + area_b - inter).clamp(min=1e-9)
+    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).prod(-1)
+    return inter / union - (hull - union) / hull.clamp(min=1e-9)
+
+
+def dense_boxes(pred: dict[str, Tensor]) -> Tensor:
+    """The box ``(B, h, w, 4)`` x0, y0, x1, y1 in cells that each cell's size and offset
+    describe: the box ``decode`` reads at a peak."""
+    h, w = pred["size"].shape[-2:]
+    ys = torch.arange(h, device=pred["size"].device, dtype=pred["size"].dtype)[:, None]
+    xs = torch.arange(w, device=pred["size"].device, dtype=pred["size"].dtype)[None, :]
+    cx = xs + pred["offset"][:, 0]
+    cy = ys + pred["offset"][:, 1]
+    size = pred["size"].clamp(-4.0, 6.0).exp()  # untrained cells must not overflow
+    bw, bh = size[:, 0], size[:, 1]
+    return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
+
+
 def centernet_loss(
-    pred: dict[str, Tensor], t: Targets, size_weight: float = 0.1, offset_weight: float = 1.0
+    pred: dict[str, Tensor],
+    t: Targets,
+    size_weight: float = 0.1,
+    offset_weight: float = 1.0,
+    giou_weight: float = 0.0,
 ) -> dict[str, Tensor]:
     """Named loss terms and their weighted sum ``total``."""
     hm = focal_loss(pred["heatmap"], t.heatmap, t.ignore)
@@ -158,7 +204,13 @@ def centernet_loss(
     size = (F.l1_loss(_gather(pred["size"], t.index), t.size, reduction="none") * m).sum() / n
     off = (F.l1_loss(_gather(pred["offset"], t.index), t.offset, reduction="none") * m).sum() / n
     total = hm + size_weight * size + offset_weight * off
-    return {"total": total, "heatmap": hm, "size": size, "offset": off}
+    out = {"heatmap": hm, "size": size, "offset": off}
+    if giou_weight > 0:
+        cells = t.box_weight > 0
+        g = giou(dense_boxes(pred)[cells], t.box.permute(0, 2, 3, 1)[cells])
+        out["giou"] = ((1.0 - g) * t.box_weight[cells]).sum() / n
+        total = total + giou_weight * out["giou"]
+    return {"total": total, **out}
 
 
 # ---------------------------------------------------------------------------------- decoding

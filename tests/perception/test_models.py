@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from perception.models.centernet import box_iou, centernet_loss, decode, make_targets, nms
+from perception.models.centernet import (
+    box_iou,
+    centernet_loss,
+    decode,
+    giou,
+    make_targets,
+    nms,
+)
 from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
 from perception.models.stn_classifier import StnClassifier, StnClassifierConfig, crop_boxes
 from perception.models.transformer_detector import (
@@ -64,7 +71,7 @@ def test_loss_falls_on_a_tiny_batch() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
-        loss = centernet_loss(model(images), t)["total"]
+        loss = centernet_loss(model(images), t, giou_weight=2.0)["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -80,6 +87,39 @@ def test_targets_peak_at_the_box_centre() -> None:
     assert int(t.index[0, 0]) == 3 * 10 + 4
     torch.testing.assert_close(t.size[0, 0], torch.tensor([math.log(4.0), math.log(2.0)]))
     torch.testing.assert_close(t.offset[0, 0], torch.tensor([0.0, 0.0]))
+
+
+def test_box_targets_cover_the_peak_and_the_smaller_object_keeps_shared_cells() -> None:
+    big = [40.0, 8.0, 120.0, 40.0]  # 20×8 cells, centre cell (20, 6)
+    small = [76.0, 20.0, 84.0, 28.0]  # 2×2 cells, centre cell (20, 6) too
+    t = make_targets([torch.tensor([big, small])], [torch.tensor([0, 1])], 6, (16, 40), 4)
+    region = t.box_weight[0] > 0
+    assert bool(region[6, 20]) and bool(region[6, 23]) and not bool(region[6, 26])
+    # the shared centre cell boxes the small object; the big one's other cells box it
+    torch.testing.assert_close(t.box[0, :, 6, 20], torch.tensor([19.0, 5.0, 21.0, 7.0]))
+    torch.testing.assert_close(t.box[0, :, 6, 23], torch.tensor([10.0, 2.0, 30.0, 10.0]))
+    small_cells = (t.box[0, 0] == 19.0) & region
+    assert float(t.box_weight[0][small_cells].sum()) == pytest.approx(1.0)
+
+
+def test_giou_by_hand() -> None:
+    a = torch.tensor([[0.0, 0, 2, 2], [0.0, 0, 2, 2], [0.0, 0, 1, 1]])
+    b = torch.tensor([[0.0, 0, 2, 2], [1.0, 0, 3, 2], [2.0, 0, 3, 1]])
+    # identical: 1; half overlap: IoU 2/6, hull 6 = union: 1/3; apart by 1: 0 - (3 - 2) / 3
+    torch.testing.assert_close(giou(a, b), torch.tensor([1.0, 1 / 3, -1 / 3]))
+
+
+def test_giou_loss_is_zero_where_every_cell_boxes_its_object() -> None:
+    t = make_targets([torch.tensor([[8.0, 8.0, 40.0, 24.0]])], [torch.tensor([0])], 6, (10, 12), 4)
+    pred = _head(6, 10, 12)
+    ys, xs = torch.meshgrid(torch.arange(10.0), torch.arange(12.0), indexing="ij")
+    pred["offset"][0, 0] = 6.0 - xs  # the box's centre (24, 16) px = cell (6, 4) from every cell
+    pred["offset"][0, 1] = 4.0 - ys
+    pred["size"][0, 0], pred["size"][0, 1] = math.log(8.0), math.log(4.0)
+    loss = centernet_loss(pred, t, giou_weight=1.0)
+    assert float(loss["giou"]) == pytest.approx(0.0, abs=1e-6)
+    pred["size"][0, 0] = math.log(4.0)  # half as wide everywhere: GIoU 0.5
+    assert float(centernet_loss(pred, t, giou_weight=1.0)["giou"]) == pytest.approx(0.5)
 
 
 def test_ignored_boxes_get_no_peak_and_no_penalty() -> None:
