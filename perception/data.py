@@ -44,6 +44,10 @@ SIGN_CLASSES = (
 VALUE_KEYS = ("sign_value", "value", "speed_limit_kmh")
 STATE_KEYS = ("light_state", "state")
 OCCLUSION_KEYS = ("occlusion", "occluded")
+TRUNCATION_KEYS = ("truncation", "truncated")
+READABLE_SHARE = 0.5  # a sign or light at least this hidden, or this far out of the image, is
+# not read: a head more than half outside the frame may show none of its lamps (KITTI's "hard"
+# stops at half truncated, too)
 POSITION_KEYS = ("position_ego", "ego_xyz", "position")
 
 
@@ -71,6 +75,7 @@ class DetectionSet:
     values: list[Tensor]  # (n_i,) speed value of a sign (km/h), else 0
     states: list[Tensor]  # (n_i,) LightState of a light, else -1
     occlusion: list[Tensor]  # (n_i,) share of the object hidden
+    truncation: list[Tensor]  # (n_i,) share of the object outside the image
     positions: list[Tensor]  # (n_i, 3) ego-frame position (m), NaN where unknown
     image_ids: list[int]
     scales: Tensor  # (N, 2) original / input size, x and y
@@ -132,7 +137,9 @@ def load_split(
             anns[int(a["image_id"])].append(a)
     h, w = input_hw
     images = torch.empty(len(ids), 3, h, w, dtype=torch.uint8)
-    out = DetectionSet(images, [], [], [], [], [], [], ids, torch.empty(len(ids), 2), [], [], root)
+    out = DetectionSet(
+        images, [], [], [], [], [], [], [], ids, torch.empty(len(ids), 2), [], [], root
+    )
     for n, image_id in enumerate(ids):
         im = by_id.get(image_id)
         if im is None:
@@ -146,7 +153,7 @@ def load_split(
         images[n] = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)))
         sx, sy = ow / w, oh / h
         out.scales[n] = torch.tensor([sx, sy])
-        b, lab, val, st, occ, pos = [], [], [], [], [], []
+        b, lab, val, st, occ, trunc, pos = [], [], [], [], [], [], []
         for a in anns[image_id]:
             x, y, bw, bh = (float(v) for v in a["bbox"])
             b.append([x / sx, y / sy, (x + bw) / sx, (y + bh) / sy])
@@ -154,6 +161,7 @@ def load_split(
             val.append(float(_first(a, VALUE_KEYS, 0.0)))
             st.append(int(_first(a, STATE_KEYS, -1)))
             occ.append(float(_first(a, OCCLUSION_KEYS, 0.0)))
+            trunc.append(float(_first(a, TRUNCATION_KEYS, 0.0)))
             p = _first(a, POSITION_KEYS, None)
             pos.append([float(v) for v in p][:3] if p is not None else [math.nan] * 3)
         out.boxes.append(torch.tensor(b, dtype=torch.float32).reshape(-1, 4))
@@ -161,6 +169,7 @@ def load_split(
         out.values.append(torch.tensor(val, dtype=torch.float32))
         out.states.append(torch.tensor(st, dtype=torch.long))
         out.occlusion.append(torch.tensor(occ, dtype=torch.float32))
+        out.truncation.append(torch.tensor(trunc, dtype=torch.float32))
         out.positions.append(torch.tensor(pos, dtype=torch.float32).reshape(-1, 3))
         k = im.get("K") or im.get("intrinsics")
         pose = im.get("pose") or im.get("camera_pose")
@@ -175,7 +184,7 @@ def concat_sets(sets: list[DetectionSet]) -> DetectionSet:
     if len(sets) == 1:
         return first
     out = DetectionSet(
-        torch.cat([s.images for s in sets]), [], [], [], [], [], [], [],
+        torch.cat([s.images for s in sets]), [], [], [], [], [], [], [], [],
         torch.cat([s.scales for s in sets]), [], [], first.source,
     )  # fmt: skip
     for s in sets:
@@ -184,6 +193,7 @@ def concat_sets(sets: list[DetectionSet]) -> DetectionSet:
         out.values += s.values
         out.states += s.states
         out.occlusion += s.occlusion
+        out.truncation += s.truncation
         out.positions += s.positions
         out.image_ids += s.image_ids
         out.intrinsics += s.intrinsics
@@ -208,6 +218,14 @@ def crop_label(cfg: StnClassifierConfig, cls_index: int, value: float, state: in
     return -1
 
 
+def readable(data: DetectionSet, i: int, j: int) -> bool:
+    """Whether box ``j`` of image ``i`` shows enough of its object to read a sign or light."""
+    return (
+        float(data.occlusion[i][j]) < READABLE_SHARE
+        and float(data.truncation[i][j]) < READABLE_SHARE
+    )
+
+
 def crop_targets(
     data: DetectionSet, cfg: StnClassifierConfig, min_side_px: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -224,7 +242,7 @@ def crop_targets(
             lab = crop_label(
                 cfg, int(data.labels[i][j]), float(data.values[i][j]), int(data.states[i][j])
             )
-            if lab >= 0 and float(data.occlusion[i][j]) < 0.5:
+            if lab >= 0 and readable(data, i, j):
                 idx.append(i)
                 boxes.append(b)
                 labels.append(lab)

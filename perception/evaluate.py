@@ -10,7 +10,9 @@
   neither a hit nor a false alarm, as KITTI and COCO treat their hard cases.
 - sign type/value accuracy and light state accuracy, two ways: end to end (a ground-truth box
   matched by a detection of its group at IoU ≥ 0.5, read from the detection's crop) and the
-  classifier alone on ground-truth boxes; with the number of red lights called green.
+  classifier alone on ground-truth boxes; with the number of red lights called green, and both
+  by the box's smaller side. Signs and lights are read where they are at least ``min_read_px``
+  across and less than half hidden and less than half outside the image.
 - ego-frame position error (m) of matched vehicles and pedestrians, where the dataset gives
   positions;
 - latency per frame at batch 1 on the chosen device (detector, decoding, classifier, placing).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import math
 import time
@@ -33,7 +36,14 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from perception.data import CLASS_NAMES, DetectionSet, load_split, read_annotations, split_ids
+from perception.data import (
+    CLASS_NAMES,
+    DetectionSet,
+    load_split,
+    read_annotations,
+    readable,
+    split_ids,
+)
 from perception.models.centernet import box_iou
 from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
 from perception.perceiver import GROUP, FrameDetection, LearnedPerceiver, PerceiverSettings
@@ -46,6 +56,7 @@ class EvalSettings:
     hidden: float = 0.7  # occlusion share from which a box is a "crowd" (ignored) region
     min_height_px: float = 4.0  # boxes lower than this at 240 rows are ignored regions too
     min_read_px: float = 6.0  # signs/lights narrower than this (input px) are not scored as read
+    read_bins_px: tuple[float, ...] = (8.0, 12.0, 16.0)  # readings also by min side: 6-8, 8-12...
     latency_frames: int = 100
     limit: int | None = None  # evaluate only the first N images
     # COCO's AP integrates precision over the whole ranked list (its protocol: 100 boxes per
@@ -221,12 +232,20 @@ def _reading(
     keys = "sign_n sign_matched sign_ok sign_gt_ok light_n light_matched light_ok light_gt_ok"
     c = {k: 0 for k in (*keys.split(), "red_as_green", "red_as_green_gt")}
     confusion: dict[str, dict[str, int]] = {}
+    edges = (s.min_read_px, *s.read_bins_px, math.inf)
+    names = [f"{a:g}-{b:g}" if b < math.inf else f"{a:g}+" for a, b in itertools.pairwise(edges)]
+    by_size = {g: {n: [0, 0, 0, 0] for n in names} for g in ("sign", "light")}  # n gt_ok m ok
+
+    def size_bin(box: torch.Tensor) -> str:
+        side = float(min(box[2] - box[0], box[3] - box[1]))
+        return names[max(k for k in range(len(names)) if side >= edges[k])]
+
     for i in range(len(data)):
         boxes, labels = data.boxes[i], data.labels[i]
         keep = [
             j for j in range(len(boxes))
             if GROUP[DetectionClass(int(labels[j]) + 1)] in ("sign", "light")
-            and float(data.occlusion[i][j]) < 0.5
+            and readable(data, i, j)
             and float(min(boxes[j, 2] - boxes[j, 0], boxes[j, 3] - boxes[j, 1])) >= s.min_read_px
         ]  # fmt: skip
         if not keep:
@@ -250,13 +269,18 @@ def _reading(
             mask = perceiver._masks[group]
             p = torch.softmax(logits[n].masked_fill(~mask, -math.inf), 0)
             gt_read = ccfg.labels[int(p.argmax())]
+            tally = by_size[group][size_bin(boxes[j])]
             if group == "sign":
                 truth = _sign_label(cls, float(data.values[i][j]))
                 c["sign_n"] += 1
                 c["sign_gt_ok"] += gt_read == truth
+                tally[0] += 1
+                tally[1] += gt_read == truth
                 if match[n] >= 0 and ds[match[n]].group == "sign":
                     c["sign_matched"] += 1
                     c["sign_ok"] += ds[match[n]].label == truth
+                    tally[2] += 1
+                    tally[3] += ds[match[n]].label == truth
                     row = confusion.setdefault(str(truth), {})
                     row[str(ds[match[n]].label)] = row.get(str(ds[match[n]].label), 0) + 1
             else:
@@ -270,16 +294,32 @@ def _reading(
                 )
                 c["light_gt_ok"] += gt_read == truth
                 c["red_as_green_gt"] += state == LightState.RED and green_gt
+                tally[0] += 1
+                tally[1] += gt_read == truth
                 if match[n] >= 0 and ds[match[n]].group == "light":
                     d = ds[match[n]]
                     c["light_matched"] += 1
                     c["light_ok"] += d.label == truth
+                    tally[2] += 1
+                    tally[3] += d.label == truth
                     green = (
                         d.label == "light_green" and d.label_prob >= perceiver.cfg.green_min_prob
                     )
                     c["red_as_green"] += state == LightState.RED and green
                     row = confusion.setdefault(truth, {})
                     row[str(d.label)] = row.get(str(d.label), 0) + 1
+
+    def sizes(group: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "instances": n,
+                "accuracy_gt_boxes": _ratio(gt_ok, n),
+                "detected": m,
+                "accuracy_detected": _ratio(ok, m),
+            }
+            for name, (n, gt_ok, m, ok) in by_size[group].items()
+        }
+
     return {
         "signs": {
             "instances": c["sign_n"],
@@ -287,6 +327,7 @@ def _reading(
             "accuracy_detected": _ratio(c["sign_ok"], c["sign_matched"]),
             "accuracy_gt_boxes": _ratio(c["sign_gt_ok"], c["sign_n"]),
             "min_side_px": s.min_read_px,
+            "by_min_side_px": sizes("sign"),
         },
         "lights": {
             "instances": c["light_n"],
@@ -295,6 +336,7 @@ def _reading(
             "accuracy_gt_boxes": _ratio(c["light_gt_ok"], c["light_n"]),
             "red_called_green": c["red_as_green"],
             "red_called_green_gt_boxes": c["red_as_green_gt"],
+            "by_min_side_px": sizes("light"),
         },
         "confusion": confusion,
     }
@@ -386,6 +428,14 @@ def format_table(r: dict[str, Any]) -> str:
         f"(true boxes {pct(lt['accuracy_gt_boxes'])} of {lt['instances']}); red called green: "
         f"{lt['red_called_green']} (true boxes {lt['red_called_green_gt_boxes']})",
     ]
+    for name, group in (("signs", sg), ("lights", lt)):
+        cells = [
+            f"{k} px {pct(v['accuracy_detected'])} of {v['detected']}"
+            for k, v in group.get("by_min_side_px", {}).items()
+            if v["detected"]
+        ]
+        if cells:
+            lines.append(f"  {name} by min side, detected: " + "; ".join(cells))
     for g, e in r["position_error_m"].items():
         if e:
             lines.append(

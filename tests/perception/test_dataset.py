@@ -14,8 +14,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from launch.cli import main
+from perception.data import crop_label, crop_targets, load_split
 from perception.dataset import DatasetSettings, assign_splits, coco_box, frame_annotations
+from perception.models.stn_classifier import StnClassifierConfig
 from sim.messages import CameraFrame, DetectionClass, LightState
+from tests.perception.synthetic import make_dataset
 
 
 def _collect(out: Path) -> dict[str, Any]:
@@ -129,3 +132,24 @@ def test_frame_annotations_keep_values_and_states_and_drop_hidden_boxes() -> Non
     assert light["position_ego"] == [20.0, -3.0, 2.5] and "position_ego" not in sign
     assert sign["sign_value"] == 50.0 and sign["light_state"] is None
     assert [a["id"] for a in anns] == [10, 11, 12] and car["image_id"] == 3
+
+
+def test_the_classifier_learns_and_is_scored_only_on_signs_and_lights_it_can_see(
+    tmp_path: Path,
+) -> None:
+    """A head more than half out of the image (or hidden) shows no lamp to read: no crop."""
+    root = make_dataset(tmp_path / "d", n_images=12)
+    coco = json.loads((root / "annotations.json").read_text())
+    cfg = StnClassifierConfig()
+    full = load_split(root, "all", (120, 160))
+    n = len(crop_targets(full, cfg, 3.0)[2])
+    assert n > 2
+    readable_anns = [
+        a
+        for a in coco["annotations"]
+        if crop_label(cfg, a["category_id"] - 1, a["sign_value"] or 0.0, a["light_state"]) >= 0
+    ]
+    readable_anns[0]["truncation"] = 0.6
+    readable_anns[1]["occlusion"] = 0.5
+    (root / "annotations.json").write_text(json.dumps(coco))
+    assert len(crop_targets(load_split(root, "all", (120, 160)), cfg, 3.0)[2]) == n - 2
