@@ -139,10 +139,13 @@ class PerceiverSettings:
     # state then holds through the doubtful reading. A green head read once "green 0.80" as
     # the ego drove up to it at 4 m/s stopped the ego where the head was out of view; it
     # forgot the head and drove on through the red it could no longer see (red_lights seed 1).
-    # A red read this soon after a sure green is doubtful too: a head turns red only after
-    # 3 s of yellow, so that red is a part of the head misread (red_lights seed 0). No
-    # reading turns a sure red into green.
+    # A red read this soon after a sure green, from a box much smaller than the green's, is
+    # doubtful too: a head turns red only after 3 s of yellow, so that red is a part of the
+    # head misread (red_lights seed 0). A red read from as big a box is believed: a 3-px head
+    # read green once would otherwise hold its red as green for a second (red_lights seed 2,
+    # run through). No reading turns a sure red into green.
     light_hold_s: float = 1.0
+    light_part_height: float = 0.75  # a red box lower than this share of the green's is a part
     # A light box mostly inside a bigger one is a part of the same head (the detector boxes a
     # head twice, whole and in part); the part is read with less confidence, so it is dropped.
     light_part_overlap: float = 0.6  # share of the smaller box's area inside the bigger one
@@ -153,7 +156,11 @@ class PerceiverSettings:
     light_in_view_margin_px: float = 30.0
     in_view_decel_mps2: float = 3.0  # never moved closer than the ego can stop at this rate
     ego: VehicleParams = field(default_factory=VehicleParams)  # where the front bumper is
-    min_sign_px: float = 6.0  # signs smaller than this (frame px) are tracked, not read
+    min_sign_px: float = 6.0  # signs smaller than this (frame px) are tracked, not read ...
+    min_stop_yield_px: float = 4.0  # ... but a stop or yield read from this size counts: a
+    # sign 6 px wide is 20 m away, inside the stopping distance at 50 km/h, and a yield read
+    # only from there was reached at 9 m/s and a crossing car hit (town_small_tour seed 3).
+    # Stop or yield read wrong at 4 px costs little: the planner checks the junction at both.
     limit_active_ahead_m: float = 3.0  # a limit sign counts from this far before the ego
     # ... if it was read: its leading value holds this much of the sign's readings (each
     # weighs the box's side in px times the classifier's confidence) and this share of them.
@@ -182,6 +189,7 @@ class Track:
     votes: dict[str, float] = field(default_factory=dict)  # sign label -> weight
     state: LightState = LightState.UNKNOWN  # last light state read
     t_sure: float = -math.inf  # when a light's state was last read sure (not UNKNOWN)
+    h_sure: float = 0.0  # ... and the height of the box it was read from (px)
     t_read: float = -math.inf  # ... and last read at all (a box cut by the image's edge is not)
     z: float | None = None  # height of a sign's or light's centre (m)
 
@@ -475,19 +483,21 @@ class LearnedPerceiver:
                 state == LightState.RED
                 and k.state == LightState.GREEN
                 and k.t_last - k.t_sure <= self.cfg.light_hold_s
+                and d.box[3] - d.box[1] < self.cfg.light_part_height * k.h_sure
             ):
-                # a head goes green, yellow (3 s), red: red just after a sure green is not a
-                # change but the head's top, its red lamp, boxed alone as the head leaves
-                # the image (red_lights seed 0) and read as what it is
+                # a head goes green, yellow (3 s), red: red just after a sure green, in a
+                # smaller box, is not a change but the head's top, its red lamp, boxed alone
+                # as the head leaves the image (red_lights seed 0) and read as what it is
                 state = LightState.UNKNOWN
             if state != LightState.UNKNOWN:
-                k.t_sure = k.t_last
+                k.t_sure, k.h_sure = k.t_last, d.box[3] - d.box[1]
             elif k.t_last - k.t_sure <= self.cfg.light_hold_s:
                 state = k.state  # one doubtful reading does not undo a sure one just made
             k.state, k.t_read = state, k.t_last
             return
         side = min(d.box[2] - d.box[0], d.box[3] - d.box[1])
-        if side >= self.cfg.min_sign_px:  # bigger, nearer signs are read better: weigh by size
+        least = self.cfg.min_stop_yield_px if d.label in ("stop", "yield") else self.cfg.min_sign_px
+        if side >= least:  # bigger, nearer signs are read better: weigh by size
             k.votes[d.label] = k.votes.get(d.label, 0.0) + side * d.label_prob
 
     def _prune(self, ego: VehicleState) -> None:

@@ -91,6 +91,22 @@ def test_a_sign_read_too_little_or_too_split_leaves_the_limit_as_it_was() -> Non
     assert _reached(p, [("limit_30", 8.0, 0.9)] * 4, 300.0) == 30 / 3.6  # 28.8: enough
 
 
+def test_a_stop_or_yield_is_read_from_farther_than_a_speed_limit() -> None:
+    """A 4.5-px sign is about 27 m away: a yield read there is reported (town_small_tour seed
+    3: read only from 6 px, 15 m, it was reached at 9 m/s), a speed value is not read."""
+    p = _perceiver()
+    out = None
+    for k in range(3):
+        ego = VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 10.0)
+        yield_ = FrameDetection("sign", DetectionClass.YIELD_SIGN, (0, 0, 4.5, 4.5), 0.9, 27.0,
+                                -3.0, "yield", 1.0)  # fmt: skip
+        limit = FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, (0, 0, 4.5, 4.5), 0.9,
+                               27.0, 3.0, "limit_30", 1.0)  # fmt: skip
+        out = p.track([yield_, limit], ego)
+    assert out is not None
+    assert [(s.type, round(s.y)) for s in out.signs] == [(SignType.YIELD, -3)]
+
+
 def test_light_stop_line_is_the_next_junction_entry() -> None:
     p = _perceiver()
     route = _route(30.0)
@@ -129,20 +145,31 @@ def test_light_stop_line_is_the_next_junction_entry() -> None:
 
 
 def test_red_straight_after_a_sure_green_is_doubted_for_a_second_then_believed() -> None:
-    """A head turns red only after 3 s of yellow: a red read 0.1 s after a sure green is the
-    head's top lamp boxed alone (red_lights seed 0); a red that persists is a red."""
+    """A head turns red only after 3 s of yellow: a red read 0.1 s after a sure green, in a box
+    a third of the head's, is the head's top lamp boxed alone (red_lights seed 0); a red that
+    persists is a red."""
     p = _perceiver()
     route = _route(30.0)
     green = _head(45.0, -3.0, "light_green")
     p.track([green], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route)
     states = []
     for k in range(1, 16):
-        out = p.track(
-            [_head(45.0, -3.0, "light_red")], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0), route
-        )
+        lamp = _head(45.0, -3.0, "light_red", height=4.0)
+        out = p.track([lamp], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0), route)
         states.append(out.lights[0].state)
     assert states[:10] == [LightState.GREEN] * 10  # within light_hold_s of the sure green
     assert states[10:] == [LightState.RED] * 5
+
+
+def test_red_read_on_the_whole_head_after_one_green_is_believed_at_once() -> None:
+    """red_lights seed 2 (2026-12-03): a red head 3 px wide read "green 0.96" once, then red
+    in boxes as big; the green must not hold the red off for a second (it was run)."""
+    p = _perceiver()
+    route = _route(30.0)
+    p.track([_head(45.0, -3.0, "light_green", height=8.0)], VehicleState(0.0, 0, 0, 0, 0, 0), route)
+    red = _head(45.0, -3.0, "light_red", height=9.5)
+    out = p.track([red], VehicleState(0.1, 1, 0.0, 0.0, 0.0, 0.0), route)
+    assert out.lights[0].state == LightState.RED
     # after a yellow, red is believed at once
     q = _perceiver()
     q.track([_head(45.0, -3.0, "light_yellow")], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0), route)
@@ -182,9 +209,9 @@ def test_a_light_unseen_for_long_is_forgotten() -> None:
     assert p.track([], VehicleState(3.5, 70, 0.0, 0.0, 0.0, 0.0), route).lights == ()
 
 
-def _head(x: float, y: float, label: str, z: float = 2.5) -> FrameDetection:
+def _head(x: float, y: float, label: str, z: float = 2.5, height: float = 12.0) -> FrameDetection:
     return FrameDetection(
-        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, 12), 0.9, x, y, label, 0.99, z
+        "light", DetectionClass.TRAFFIC_LIGHT, (0, 0, 4, height), 0.9, x, y, label, 0.99, z
     )
 
 
