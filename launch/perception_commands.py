@@ -140,13 +140,16 @@ def collect_gallery_data(
 ROAD_USER_VIEWS = 20  # per episode: 800 views beside the 2400 of signs and heads
 
 
-def _train_one(name: str, seed: int, sets: list[Path], out: Path, device: str) -> float:
-    """Train one shipped network (a process of its own under make-default-weights)."""
+def _train_one(
+    name: str, seed: int, sets: list[Path], out: Path, device: str
+) -> tuple[Path, float]:
+    """Train one shipped network (a process of its own under make-default-weights); its
+    weights' path and the seconds it took."""
     from perception.train import load_train_config, train
 
     t0 = time.perf_counter()
-    train(load_train_config(name, seed=seed), sets, out, device, progress=False)
-    return time.perf_counter() - t0
+    path = train(load_train_config(name, seed=seed), sets, out, device, progress=False)
+    return path, time.perf_counter() - t0
 
 
 def make_default_weights(
@@ -188,16 +191,16 @@ def make_default_weights(
     ctx = multiprocessing.get_context("spawn")  # a fresh torch per run: no shared thread pools
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
         runs = {n: pool.submit(_train_one, n, seed, sets[n], work / n, device) for n in names}
+        paths = {}
         for n in names:
-            timings[f"train_{n}_s"] = runs[n].result()
+            paths[n], timings[f"train_{n}_s"] = runs[n].result()
             print(f"trained {n} in {timings[f'train_{n}_s'] / 60:.1f} min", file=sys.stderr)
     timings["train_s"] = time.perf_counter() - t1
     made = {}
     out.mkdir(parents=True, exist_ok=True)
     for n in names:
-        path = work / n / "model.safetensors"
-        shutil.copy(path, out / f"{n}.safetensors")
-        shutil.copy(path.with_suffix(".json"), out / f"{n}.json")
+        shutil.copy(paths[n], out / f"{n}.safetensors")
+        shutil.copy(paths[n].with_suffix(".json"), out / f"{n}.json")
         made[n] = str(out / f"{n}.safetensors")
     timings["total_s"] = time.perf_counter() - t0
     manifest = {

@@ -229,16 +229,19 @@ def _reading(
     s: EvalSettings,
 ) -> dict[str, Any]:
     ccfg: StnClassifierConfig = perceiver.ccfg
-    keys = "sign_n sign_matched sign_ok sign_gt_ok light_n light_matched light_ok light_gt_ok"
-    c = {k: 0 for k in (*keys.split(), "red_as_green", "red_as_green_gt")}
+    red_as_green = {"detected": 0, "gt": 0}
     confusion: dict[str, dict[str, int]] = {}
     edges = (s.min_read_px, *s.read_bins_px, math.inf)
     names = [f"{a:g}-{b:g}" if b < math.inf else f"{a:g}+" for a, b in itertools.pairwise(edges)]
-    by_size = {g: {n: [0, 0, 0, 0] for n in names} for g in ("sign", "light")}  # n gt_ok m ok
+    # per group and size bin: instances, read right on true boxes, detected, read right detected
+    by_size = {g: {n: [0, 0, 0, 0] for n in names} for g in ("sign", "light")}
 
     def size_bin(box: torch.Tensor) -> str:
         side = float(min(box[2] - box[0], box[3] - box[1]))
         return names[max(k for k in range(len(names)) if side >= edges[k])]
+
+    def sure_green(label: str | None, prob: float) -> bool:
+        return label == "light_green" and prob >= perceiver.cfg.green_min_prob
 
     for i in range(len(data)):
         boxes, labels = data.boxes[i], data.labels[i]
@@ -269,74 +272,52 @@ def _reading(
             mask = perceiver._masks[group]
             p = torch.softmax(logits[n].masked_fill(~mask, -math.inf), 0)
             gt_read = ccfg.labels[int(p.argmax())]
-            tally = by_size[group][size_bin(boxes[j])]
+            red = False
             if group == "sign":
                 truth = _sign_label(cls, float(data.values[i][j]))
-                c["sign_n"] += 1
-                c["sign_gt_ok"] += gt_read == truth
-                tally[0] += 1
-                tally[1] += gt_read == truth
-                if match[n] >= 0 and ds[match[n]].group == "sign":
-                    c["sign_matched"] += 1
-                    c["sign_ok"] += ds[match[n]].label == truth
-                    tally[2] += 1
-                    tally[3] += ds[match[n]].label == truth
-                    row = confusion.setdefault(str(truth), {})
-                    row[str(ds[match[n]].label)] = row.get(str(ds[match[n]].label), 0) + 1
             else:
                 state = int(data.states[i][j])
                 if not 0 <= state < 4:
                     continue
                 truth = f"light_{LightState(state).name.lower()}"
-                c["light_n"] += 1
-                green_gt = (
-                    gt_read == "light_green" and float(p.max()) >= perceiver.cfg.green_min_prob
-                )
-                c["light_gt_ok"] += gt_read == truth
-                c["red_as_green_gt"] += state == LightState.RED and green_gt
-                tally[0] += 1
-                tally[1] += gt_read == truth
-                if match[n] >= 0 and ds[match[n]].group == "light":
-                    d = ds[match[n]]
-                    c["light_matched"] += 1
-                    c["light_ok"] += d.label == truth
-                    tally[2] += 1
-                    tally[3] += d.label == truth
-                    green = (
-                        d.label == "light_green" and d.label_prob >= perceiver.cfg.green_min_prob
-                    )
-                    c["red_as_green"] += state == LightState.RED and green
-                    row = confusion.setdefault(truth, {})
-                    row[str(d.label)] = row.get(str(d.label), 0) + 1
+                red = state == LightState.RED
+                red_as_green["gt"] += red and sure_green(gt_read, float(p.max()))
+            tally = by_size[group][size_bin(boxes[j])]
+            tally[0] += 1
+            tally[1] += gt_read == truth
+            if match[n] < 0 or ds[match[n]].group != group:
+                continue
+            d = ds[match[n]]
+            tally[2] += 1
+            tally[3] += d.label == truth
+            red_as_green["detected"] += red and sure_green(d.label, d.label_prob)
+            row = confusion.setdefault(str(truth), {})
+            row[str(d.label)] = row.get(str(d.label), 0) + 1
 
-    def sizes(group: str) -> dict[str, dict[str, Any]]:
+    def summary(group: str) -> dict[str, Any]:
+        n, gt_ok, m, ok = (sum(col) for col in zip(*by_size[group].values(), strict=True))
         return {
-            name: {
-                "instances": n,
-                "accuracy_gt_boxes": _ratio(gt_ok, n),
-                "detected": m,
-                "accuracy_detected": _ratio(ok, m),
-            }
-            for name, (n, gt_ok, m, ok) in by_size[group].items()
+            "instances": n,
+            "detected": m,
+            "accuracy_detected": _ratio(ok, m),
+            "accuracy_gt_boxes": _ratio(gt_ok, n),
+            "by_min_side_px": {
+                name: {
+                    "instances": bn,
+                    "accuracy_gt_boxes": _ratio(bgt, bn),
+                    "detected": bm,
+                    "accuracy_detected": _ratio(bok, bm),
+                }
+                for name, (bn, bgt, bm, bok) in by_size[group].items()
+            },
         }
 
     return {
-        "signs": {
-            "instances": c["sign_n"],
-            "detected": c["sign_matched"],
-            "accuracy_detected": _ratio(c["sign_ok"], c["sign_matched"]),
-            "accuracy_gt_boxes": _ratio(c["sign_gt_ok"], c["sign_n"]),
-            "min_side_px": s.min_read_px,
-            "by_min_side_px": sizes("sign"),
-        },
+        "signs": {**summary("sign"), "min_side_px": s.min_read_px},
         "lights": {
-            "instances": c["light_n"],
-            "detected": c["light_matched"],
-            "accuracy_detected": _ratio(c["light_ok"], c["light_matched"]),
-            "accuracy_gt_boxes": _ratio(c["light_gt_ok"], c["light_n"]),
-            "red_called_green": c["red_as_green"],
-            "red_called_green_gt_boxes": c["red_as_green_gt"],
-            "by_min_side_px": sizes("light"),
+            **summary("light"),
+            "red_called_green": red_as_green["detected"],
+            "red_called_green_gt_boxes": red_as_green["gt"],
         },
         "confusion": confusion,
     }
