@@ -10,8 +10,9 @@ value (km/h), the light's :class:`~sim.messages.LightState`, occlusion and trunc
 where present, the object's position in the ego frame. The dataset's ``splits`` maps a split name
 to its image ids.
 
-Augmentations are photometric only (lighting, colour cast, gamma, blur, sensor noise): a flipped
-image would mirror the digits on a sign and move traffic to the wrong side of the road.
+Augmentations here are photometric (lighting, colour cast, gamma, blur, sensor noise): a flipped
+crop would mirror the digits on a sign. The detectors' trainer can also mirror and zoom whole
+frames (``flip_p``, ``scale_range`` in perception/train.py; off in the shipped configs).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class DetectionSet:
     states: list[Tensor]  # (n_i,) LightState of a light, else -1
     occlusion: list[Tensor]  # (n_i,) share of the object hidden
     truncation: list[Tensor]  # (n_i,) share of the object outside the image
+    crowd: list[Tensor]  # (n_i,) bool: too small or hidden to annotate, a "don't care" region
     positions: list[Tensor]  # (n_i, 3) ego-frame position (m), NaN where unknown
     image_ids: list[int]
     scales: Tensor  # (N, 2) original / input size, x and y
@@ -138,7 +140,7 @@ def load_split(
     h, w = input_hw
     images = torch.empty(len(ids), 3, h, w, dtype=torch.uint8)
     out = DetectionSet(
-        images, [], [], [], [], [], [], [], ids, torch.empty(len(ids), 2), [], [], root
+        images, [], [], [], [], [], [], [], [], ids, torch.empty(len(ids), 2), [], [], root
     )
     for n, image_id in enumerate(ids):
         im = by_id.get(image_id)
@@ -153,7 +155,7 @@ def load_split(
         images[n] = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)))
         sx, sy = ow / w, oh / h
         out.scales[n] = torch.tensor([sx, sy])
-        b, lab, val, st, occ, trunc, pos = [], [], [], [], [], [], []
+        b, lab, val, st, occ, trunc, crowd, pos = [], [], [], [], [], [], [], []
         for a in anns[image_id]:
             x, y, bw, bh = (float(v) for v in a["bbox"])
             b.append([x / sx, y / sy, (x + bw) / sx, (y + bh) / sy])
@@ -162,6 +164,7 @@ def load_split(
             st.append(int(_first(a, STATE_KEYS, -1)))
             occ.append(float(_first(a, OCCLUSION_KEYS, 0.0)))
             trunc.append(float(_first(a, TRUNCATION_KEYS, 0.0)))
+            crowd.append(bool(a.get("iscrowd", 0)))
             p = _first(a, POSITION_KEYS, None)
             pos.append([float(v) for v in p][:3] if p is not None else [math.nan] * 3)
         out.boxes.append(torch.tensor(b, dtype=torch.float32).reshape(-1, 4))
@@ -170,6 +173,7 @@ def load_split(
         out.states.append(torch.tensor(st, dtype=torch.long))
         out.occlusion.append(torch.tensor(occ, dtype=torch.float32))
         out.truncation.append(torch.tensor(trunc, dtype=torch.float32))
+        out.crowd.append(torch.tensor(crowd, dtype=torch.bool))
         out.positions.append(torch.tensor(pos, dtype=torch.float32).reshape(-1, 3))
         k = im.get("K") or im.get("intrinsics")
         pose = im.get("pose") or im.get("camera_pose")
@@ -184,7 +188,7 @@ def concat_sets(sets: list[DetectionSet]) -> DetectionSet:
     if len(sets) == 1:
         return first
     out = DetectionSet(
-        torch.cat([s.images for s in sets]), [], [], [], [], [], [], [], [],
+        torch.cat([s.images for s in sets]), [], [], [], [], [], [], [], [], [],
         torch.cat([s.scales for s in sets]), [], [], first.source,
     )  # fmt: skip
     for s in sets:
@@ -194,6 +198,7 @@ def concat_sets(sets: list[DetectionSet]) -> DetectionSet:
         out.states += s.states
         out.occlusion += s.occlusion
         out.truncation += s.truncation
+        out.crowd += s.crowd
         out.positions += s.positions
         out.image_ids += s.image_ids
         out.intrinsics += s.intrinsics
@@ -221,7 +226,8 @@ def crop_label(cfg: StnClassifierConfig, cls_index: int, value: float, state: in
 def readable(data: DetectionSet, i: int, j: int) -> bool:
     """Whether box ``j`` of image ``i`` shows enough of its object to read a sign or light."""
     return (
-        float(data.occlusion[i][j]) < READABLE_SHARE
+        not bool(data.crowd[i][j])
+        and float(data.occlusion[i][j]) < READABLE_SHARE
         and float(data.truncation[i][j]) < READABLE_SHARE
     )
 

@@ -55,7 +55,11 @@ class DatasetSettings:
 
     :param min_visible_px: fewer visible pixels than this: too small or hidden to annotate
     :param max_occlusion: more of the object hidden than this share: not annotated
-    :param min_box_px: boxes narrower or lower than this (px) are left out
+    :param min_box_px: boxes narrower or lower than this (px) are not annotated
+
+    An object in view that is not annotated by these rules is written as a COCO crowd region
+    (``iscrowd: 1``, KITTI's "don't care"): a car on the horizon 3 px tall is still a car, and
+    a detector that finds it is neither taught nor scored that it found nothing there.
     :param val_fraction: share of episodes for validation; ``test_fraction`` likewise
     """
 
@@ -94,12 +98,13 @@ def frame_annotations(
     out: list[dict[str, Any]] = []
     for i in range(n):
         bbox = coco_box(frame.boxes[i])
-        if (
+        if vis[i] < 1:  # wholly hidden
+            continue
+        crowd = (
             vis[i] < settings.min_visible_px
             or occ[i] > settings.max_occlusion
             or min(bbox[2], bbox[3]) < settings.min_box_px
-        ):
-            continue
+        )
         cls = DetectionClass(int(frame.box_class[i]))
         out.append(
             {
@@ -108,7 +113,7 @@ def frame_annotations(
                 "category_id": int(cls),
                 "bbox": bbox,
                 "area": round(bbox[2] * bbox[3], 3),
-                "iscrowd": 0,
+                "iscrowd": int(crowd),
                 "track_id": int(frame.box_id[i]),
                 "occlusion": round(float(occ[i]), 4),
                 "truncation": round(float(trunc[i]), 4),

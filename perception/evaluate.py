@@ -5,14 +5,17 @@
 - COCO mAP@[.5:.95] and mAP@.5, overall and per class (pycocotools' ``COCOeval``, boxes in the
   dataset's pixels), on the detector's ranked list as COCO scores it: up to ``coco_top_k``
   boxes per image down to ``coco_score_threshold``, not only those the perceiver acts on.
-  Boxes the camera marks as mostly hidden (occlusion ≥ ``hidden``) or too small to see
-  (height < ``min_height_px`` at 240 rows) are COCO "crowd" regions: a detection on them is
-  neither a hit nor a false alarm, as KITTI and COCO treat their hard cases.
+  Boxes the collector marks as crowds (too small or hidden to annotate, perception/dataset.py)
+  or that are mostly hidden (occlusion ≥ ``hidden``) or too small to see (height <
+  ``min_height_px`` at 240 rows) are COCO "crowd" regions: a detection on them is neither a hit
+  nor a false alarm, as KITTI and COCO treat their hard cases.
 - sign type/value accuracy and light state accuracy, two ways: end to end (a ground-truth box
-  matched by a detection of its group at IoU ≥ 0.5, read from the detection's crop) and the
-  classifier alone on ground-truth boxes; with the number of red lights called green, and both
-  by the box's smaller side. Signs and lights are read where they are at least ``min_read_px``
-  across and less than half hidden and less than half outside the image.
+  matched by a detection of its group at IoU ≥ 0.5, read from the detection's crop as the
+  perceiver reads it) and the classifier alone on ground-truth boxes; with the number of red
+  lights called green, and both by the box's smaller side. Signs and lights are read where they
+  are at least ``min_read_px`` across and less than half hidden and less than half outside the
+  image. A detected box at the image's edge is not read by the perceiver (half a head reads as
+  anything); it is counted apart (``detected_not_read``), not as a reading.
 - ego-frame position error (m) of matched vehicles and pedestrians, where the dataset gives
   positions;
 - latency per frame at batch 1 on the chosen device (detector, decoding, classifier, placing).
@@ -233,8 +236,9 @@ def _reading(
     confusion: dict[str, dict[str, int]] = {}
     edges = (s.min_read_px, *s.read_bins_px, math.inf)
     names = [f"{a:g}-{b:g}" if b < math.inf else f"{a:g}+" for a, b in itertools.pairwise(edges)]
-    # per group and size bin: instances, read right on true boxes, detected, read right detected
-    by_size = {g: {n: [0, 0, 0, 0] for n in names} for g in ("sign", "light")}
+    # per group and size bin: instances, read right on true boxes, detected and read, read right,
+    # detected but not read (the perceiver reads no box at the image's edge)
+    by_size = {g: {n: [0, 0, 0, 0, 0] for n in names} for g in ("sign", "light")}
 
     def size_bin(box: torch.Tensor) -> str:
         side = float(min(box[2] - box[0], box[3] - box[1]))
@@ -288,6 +292,9 @@ def _reading(
             if match[n] < 0 or ds[match[n]].group != group:
                 continue
             d = ds[match[n]]
+            if d.label is None:
+                tally[4] += 1
+                continue
             tally[2] += 1
             tally[3] += d.label == truth
             red_as_green["detected"] += red and sure_green(d.label, d.label_prob)
@@ -295,11 +302,12 @@ def _reading(
             row[str(d.label)] = row.get(str(d.label), 0) + 1
 
     def summary(group: str) -> dict[str, Any]:
-        n, gt_ok, m, ok = (sum(col) for col in zip(*by_size[group].values(), strict=True))
+        n, gt_ok, m, ok, unread = (sum(col) for col in zip(*by_size[group].values(), strict=True))
         return {
             "instances": n,
             "detected": m,
             "accuracy_detected": _ratio(ok, m),
+            "detected_not_read": unread,
             "accuracy_gt_boxes": _ratio(gt_ok, n),
             "by_min_side_px": {
                 name: {
@@ -307,8 +315,9 @@ def _reading(
                     "accuracy_gt_boxes": _ratio(bgt, bn),
                     "detected": bm,
                     "accuracy_detected": _ratio(bok, bm),
+                    "detected_not_read": bun,
                 }
-                for name, (bn, bgt, bm, bok) in by_size[group].items()
+                for name, (bn, bgt, bm, bok, bun) in by_size[group].items()
             },
         }
 
@@ -331,12 +340,13 @@ def _position_error(data: DetectionSet, dets: list[list[FrameDetection]]) -> dic
             continue
         ds = dets[i]
         det_boxes = torch.tensor([d.box for d in ds]).reshape(-1, 4)
-        match = _match(data.boxes[i], det_boxes)
+        gt_boxes = data.boxes[i].masked_fill(data.crowd[i][:, None], 0.0)  # crowds match nothing
+        match = _match(gt_boxes, det_boxes)
         for j, m in enumerate(match):
             group = GROUP[DetectionClass(int(data.labels[i][j]) + 1)]
             if m < 0 or group not in errs or not torch.isfinite(pos[j]).all():
                 continue
-            if float(data.occlusion[i][j]) >= 0.5:
+            if float(data.occlusion[i][j]) >= 0.5 or bool(data.crowd[i][j]):
                 continue
             gx, gy = float(pos[j, 0]), float(pos[j, 1])
             errs[group].append((math.hypot(ds[m].x - gx, ds[m].y - gy), math.hypot(gx, gy)))
@@ -408,6 +418,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"light state       {pct(lt['accuracy_detected'])} of {lt['detected']} detected "
         f"(true boxes {pct(lt['accuracy_gt_boxes'])} of {lt['instances']}); red called green: "
         f"{lt['red_called_green']} (true boxes {lt['red_called_green_gt_boxes']})",
+        f"not read          {sg['detected_not_read']} detected signs and "
+        f"{lt['detected_not_read']} lights at the image's edge (the perceiver reads none)",
     ]
     for name, group in (("signs", sg), ("lights", lt)):
         cells = [

@@ -65,9 +65,10 @@ def test_annotations_carry_sign_values_light_states_and_labels(
     for a in anns:
         by_cat.setdefault(a["category_id"], []).append(a)
         w, h = a["bbox"][2:]
-        assert w >= 3 and h >= 3 and a["area"] == pytest.approx(w * h, abs=1e-2)
-        assert 0 <= a["occlusion"] <= 0.8 and 0 <= a["truncation"] < 1
-        assert a["iscrowd"] == 0 and len(a["position_ego"]) == 3
+        assert a["area"] == pytest.approx(w * h, abs=1e-2) and len(a["position_ego"]) == 3
+        assert 0 <= a["occlusion"] <= 1 and 0 <= a["truncation"] < 1 and a["visible_px"] >= 1
+        annotated = w >= 3 and h >= 3 and a["occlusion"] <= 0.8 and a["visible_px"] >= 12
+        assert a["iscrowd"] == int(not annotated)
     assert DetectionClass.VEHICLE in by_cat and len(by_cat) >= 2
     for a in by_cat.get(DetectionClass.SPEED_LIMIT_SIGN, []):
         assert a["sign_value"] in (30.0, 40.0, 50.0)
@@ -108,8 +109,11 @@ def test_coco_boxes_move_pixel_centres_to_pixel_corners() -> None:
     assert coco_box(np.array([-0.5, -0.5, 639.5, 479.5])) == [0.0, 0.0, 640.0, 480.0]
 
 
-def test_frame_annotations_keep_values_and_states_and_drop_hidden_boxes() -> None:
-    boxes = np.array([[10, 10, 30, 40], [50, 5, 60, 15], [70, 5, 80, 15], [0, 0, 20, 20]], float)
+def test_frame_annotations_keep_values_and_states_and_mark_unannotatable_boxes_crowd() -> None:
+    boxes = np.array(
+        [[10, 10, 30, 40], [50, 5, 60, 15], [70, 5, 80, 15], [0, 0, 20, 20], [90, 50, 102, 52],
+         [100, 5, 110, 15]], float,
+    )  # fmt: skip
     frame = CameraFrame(
         t=1.0,
         frame=20,
@@ -117,21 +121,24 @@ def test_frame_annotations_keep_values_and_states_and_drop_hidden_boxes() -> Non
         K=np.eye(3),
         pose=np.eye(4),
         boxes=boxes,
-        box_class=np.array([3, 4, 1, 1]),
-        box_id=np.array([5, 6, 7, 8]),
-        box_occlusion=np.array([0.0, 0.1, 0.95, 0.0]),
-        box_truncation=np.zeros(4),
-        box_visible_px=np.array([600, 80, 5, 400]),
-        box_value=np.array([0.0, 50.0, 0.0, 0.0]),
-        box_state=np.array([int(LightState.RED), -1, -1, -1]),
+        box_class=np.array([3, 4, 1, 1, 1, 1]),
+        box_id=np.array([5, 6, 7, 8, 9, 10]),
+        box_occlusion=np.array([0.0, 0.1, 0.95, 0.0, 0.0, 1.0]),
+        box_truncation=np.zeros(6),
+        box_visible_px=np.array([600, 80, 5, 400, 24, 0]),
+        box_value=np.array([0.0, 50.0, 0.0, 0.0, 0.0, 0.0]),
+        box_state=np.array([int(LightState.RED), -1, -1, -1, -1, -1]),
     )
     anns = frame_annotations(frame, 3, 10, DatasetSettings(), {5: (20.0, -3.0, 2.5)})
-    assert [a["track_id"] for a in anns] == [5, 6, 8]  # 7 is 95 % hidden
-    light, sign, car = anns
+    assert [a["track_id"] for a in anns] == [5, 6, 7, 8, 9]  # 10 is wholly hidden
+    light, sign, _, car, far = anns
     assert light["light_state"] == LightState.RED and light["sign_value"] is None
     assert light["position_ego"] == [20.0, -3.0, 2.5] and "position_ego" not in sign
     assert sign["sign_value"] == 50.0 and sign["light_state"] is None
-    assert [a["id"] for a in anns] == [10, 11, 12] and car["image_id"] == 3
+    assert [a["id"] for a in anns] == [10, 11, 12, 13, 14] and car["image_id"] == 3
+    # 95 % hidden, and a car 2 px tall on the horizon: in view, too little to annotate
+    assert [a["iscrowd"] for a in anns] == [0, 0, 1, 0, 1]
+    assert far["bbox"][3] == 2.0
 
 
 def test_the_classifier_learns_and_is_scored_only_on_signs_and_lights_it_can_see(

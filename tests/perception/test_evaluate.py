@@ -1,15 +1,20 @@
-"""The COCO figures of ``perception eval`` score the detector's whole ranked list."""
+"""``perception eval``: COCO figures on the detector's whole ranked list, crowds ignored, and
+readings counted as the perceiver makes them."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 
-from perception.evaluate import EvalSettings, _coco_map
-from perception.perceiver import FrameDetection
-from sim.messages import DetectionClass
+from perception.data import DetectionSet
+from perception.evaluate import EvalSettings, _coco_map, _reading
+from perception.models.stn_classifier import StnClassifier, StnClassifierConfig
+from perception.perceiver import FrameDetection, PerceiverSettings
+from sim.messages import DetectionClass, LightState
 
 
 def _gt(boxes: list[list[float]]) -> dict[str, Any]:
@@ -35,3 +40,53 @@ def test_a_low_scored_true_box_still_counts_and_a_missing_one_halves_recall() ->
     cut = _coco_map(data, gt, [[_det(10.0, 0.9)]], EvalSettings())
     assert cut["mAP"] == pytest.approx(0.5, abs=0.01)
     assert both["per_class"]["vehicle"]["instances"] == 2
+
+
+def test_a_detection_on_a_crowd_region_is_neither_hit_nor_false_alarm() -> None:
+    data: Any = SimpleNamespace(image_ids=[0], scales=[(1.0, 1.0)])
+    gt = _gt([[10.0, 100.0, 20.0, 20.0], [200.0, 100.0, 20.0, 20.0]])
+    dets = [[_det(10.0, 0.5), _det(200.0, 0.9)]]  # the far car scores higher
+    assert _coco_map(data, gt, dets, EvalSettings())["mAP"] == pytest.approx(1.0)
+    gt["annotations"][1]["iscrowd"] = 1  # the collector found it too small to annotate
+    seen = _coco_map(data, gt, dets, EvalSettings())
+    assert seen["mAP"] == pytest.approx(1.0) and seen["per_class"]["vehicle"]["instances"] == 1
+    gt["annotations"].pop(1)  # left out, as the collector did before: the car is a false alarm
+    assert _coco_map(data, gt, dets, EvalSettings())["mAP"] < 0.6
+
+
+def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_reading() -> None:
+    ccfg = StnClassifierConfig()
+    perceiver: Any = SimpleNamespace(
+        ccfg=ccfg,
+        classifier=StnClassifier(ccfg).eval(),
+        device=torch.device("cpu"),
+        cfg=PerceiverSettings(),
+        _masks={g: ccfg.group_mask(g) for g in ("sign", "light")},
+    )
+    heads = torch.tensor([[0.0, 40.0, 10.0, 60.0], [100.0, 40.0, 110.0, 60.0]])
+    red = int(LightState.RED)
+    data = DetectionSet(
+        images=torch.zeros(1, 3, 240, 320, dtype=torch.uint8),
+        boxes=[heads],
+        labels=[torch.full((2,), int(DetectionClass.TRAFFIC_LIGHT) - 1)],
+        values=[torch.zeros(2)],
+        states=[torch.tensor([red, red])],
+        occlusion=[torch.zeros(2)],
+        truncation=[torch.zeros(2)],
+        crowd=[torch.zeros(2, dtype=torch.bool)],
+        positions=[torch.full((2, 3), float("nan"))],
+        image_ids=[0],
+        scales=torch.ones(1, 2),
+        intrinsics=[None],
+        poses=[None],
+        source=Path("synthetic"),
+    )
+
+    def det(box: list[float], label: str | None) -> FrameDetection:
+        b = (box[0], box[1], box[2], box[3])
+        return FrameDetection("light", DetectionClass.TRAFFIC_LIGHT, b, 0.9, 20.0, 0.0, label, 0.99)
+
+    dets = [[det(heads[0].tolist(), None), det(heads[1].tolist(), "light_red")]]
+    lights = _reading(data, dets, perceiver, EvalSettings())["lights"]
+    assert lights["detected"] == 1 and lights["accuracy_detected"] == 1.0
+    assert lights["detected_not_read"] == 1 and lights["instances"] == 2

@@ -1,0 +1,115 @@
+"""Detector training batches: mirrored and zoomed frames keep their boxes; crowds are background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from perception.data import DetectionSet
+from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
+from perception.models.transformer_detector import (
+    TransformerDetector,
+    TransformerDetectorConfig,
+)
+from perception.train import DetectorBatches, TrainConfig, hflip, rescale
+
+
+def test_hflip_mirrors_the_chosen_images_and_their_boxes_by_hand() -> None:
+    images = torch.zeros(2, 3, 4, 10)
+    images[:, :, :, 2] = 1.0  # a bright column at x = 2 (its pixel spans 2..3)
+    boxes = [torch.tensor([[2.0, 0.0, 3.0, 4.0]]), torch.tensor([[2.0, 0.0, 3.0, 4.0]])]
+    out, out_boxes = hflip(images, boxes, torch.tensor([True, False]))
+    assert out[0, :, :, 7].eq(1).all() and out[0].sum() == 3 * 4  # 10 - 3 = 7
+    assert torch.equal(out[1], images[1])
+    assert torch.equal(out_boxes[0], torch.tensor([[7.0, 0.0, 8.0, 4.0]]))
+    assert torch.equal(out_boxes[1], boxes[1])
+
+
+def test_rescale_moves_boxes_with_the_pixels() -> None:
+    images = torch.zeros(1, 3, 32, 32)
+    images[:, :, 8:16, 4:12] = 1.0
+    out, boxes = rescale(images, [torch.tensor([[4.0, 8.0, 12.0, 16.0]])], 2.0)
+    assert out.shape == (1, 3, 64, 64)
+    assert torch.equal(boxes[0], torch.tensor([[8.0, 16.0, 24.0, 32.0]]))
+    inside = out[0, 0, 17:31, 9:23]
+    assert inside.min() > 0.99 and out[0, 0].sum() == torch.tensor(16.0 * 16.0)
+    small, half = rescale(images, [torch.tensor([[4.0, 8.0, 12.0, 16.0]])], 0.5)
+    assert small.shape == (1, 3, 16, 16) and torch.equal(half[0], torch.tensor([[2.0, 4, 6, 8]]))
+    assert torch.isclose(small[0, 0].sum(), torch.tensor(16.0))  # area-averaged: light kept
+
+
+def _set(n: int, hw: tuple[int, int]) -> DetectionSet:
+    g = torch.Generator().manual_seed(0)
+    box = torch.tensor([[100.0, 100.0, 140.0, 130.0], [10.0, 200.0, 20.0, 230.0]])
+    empty = [torch.zeros(2) for _ in range(n)]
+    return DetectionSet(
+        images=torch.randint(0, 255, (n, 3, *hw), generator=g, dtype=torch.uint8),
+        boxes=[box.clone() for _ in range(n)],
+        labels=[torch.tensor([0, 1]) for _ in range(n)],
+        values=empty,
+        states=[e - 1 for e in empty],
+        occlusion=empty,
+        truncation=empty,
+        crowd=[torch.zeros(2, dtype=torch.bool) for _ in range(n)],
+        positions=[torch.full((2, 3), float("nan")) for _ in range(n)],
+        image_ids=list(range(n)),
+        scales=torch.ones(n, 2),
+        intrinsics=[None] * n,
+        poses=[None] * n,
+        source=Path("synthetic"),
+    )
+
+
+class _Recording(TransformerDetector):
+    origins: list[tuple[int, int]]
+
+    def forward(
+        self, images: torch.Tensor, origin: tuple[int, int] = (0, 0)
+    ) -> dict[str, torch.Tensor]:
+        self.origins.append(origin)
+        assert images.shape[-2:] == (160, 224)
+        return super().forward(images, origin)
+
+
+def test_zoomed_windows_take_position_embeddings_inside_the_frame_grid() -> None:
+    cfg = TrainConfig(
+        model="transformer", batch_size=2, crop_hw=(160, 224), scale_range=(0.5, 1.5), flip_p=0.5
+    )
+    model = _Recording(TransformerDetectorConfig())
+    model.origins = []
+    batches = DetectorBatches(_set(4, (240, 320)), cfg, stride=4)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(12):
+        loss = batches.loss(model, torch.tensor([0, 1]), gen, torch.device("cpu"))
+        assert torch.isfinite(loss["total"])
+    for y, x in model.origins:
+        assert y % 16 == 0 and x % 16 == 0 and 0 <= y <= 240 - 160 and 0 <= x <= 320 - 224
+    assert len(set(model.origins)) > 1
+
+
+def test_crowd_regions_are_taught_as_background_exactly_as_if_absent() -> None:
+    """A crowd box (a car 2 px tall on the horizon) changes nothing in the detector's loss."""
+    torch.manual_seed(0)
+    model = CnnDetector(CnnDetectorConfig()).eval()
+    cfg = TrainConfig(batch_size=2)
+    plain = _set(2, (240, 320))
+    crowded = _set(2, (240, 320))
+    far = torch.tensor([[150.0, 118.0, 160.0, 120.0]])
+    crowded.boxes = [torch.cat([b, far]) for b in crowded.boxes]
+    crowded.labels = [torch.cat([x, torch.tensor([0])]) for x in crowded.labels]
+    crowded.occlusion = [torch.cat([x, torch.zeros(1)]) for x in crowded.occlusion]
+    crowded.crowd = [torch.tensor([False, False, True]) for _ in range(2)]
+    idx, cpu = torch.tensor([0, 1]), torch.device("cpu")
+    with torch.no_grad():
+        a = DetectorBatches(plain, cfg, stride=4).loss(model, idx, None, cpu)
+        b = DetectorBatches(crowded, cfg, stride=4).loss(model, idx, None, cpu)
+    assert torch.equal(a["total"], b["total"])
+    dont_care = TrainConfig(batch_size=2, ignore_crowd=True)  # its area left out of the loss
+    with torch.no_grad():
+        d = DetectorBatches(crowded, dont_care, stride=4).loss(model, idx, None, cpu)
+    assert d["total"] < a["total"]
+    crowded.crowd = [torch.zeros(3, dtype=torch.bool) for _ in range(2)]  # annotated: it counts
+    with torch.no_grad():
+        c = DetectorBatches(crowded, cfg, stride=4).loss(model, idx, None, cpu)
+    assert not torch.equal(a["total"], c["total"])
