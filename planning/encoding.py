@@ -554,8 +554,14 @@ class ObservationEncoder:
             if len(inside) == 0 or inside[0] * step > cfg.sign_to_line_max_m:
                 continue
             key = round(route.s0_m + (k + int(inside[0])) * step, 1)
-            if not any(abs(key - other) < 3.0 for other in self._sign_lines):
+            known = [other for other in self._sign_lines if abs(key - other) < 3.0]
+            if not known:
                 self._sign_lines[key] = sg.type
+            elif sg.type == SignType.STOP and key - route.s0_m > s_front:
+                # where the signs read for one line disagree, stop wins over yield while the
+                # line is ahead, as in the rule planner (a stop sign boxed twice, once "yield")
+                for other in known:
+                    self._sign_lines[other] = SignType.STOP
         for key in list(self._sign_lines):
             dist = key - route.s0_m - s_front
             if dist < -10.0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -25,9 +27,11 @@ from planning.rules import RulePlanner, StandingTimer
 from planning.truth import VectorGroundTruthPerceiver
 from sim.messages import (
     DetectedLight,
+    DetectedSign,
     LightState,
     PerceptionOutput,
     RouteAhead,
+    SignType,
     VehicleState,
 )
 from sim.route import straight_route_ahead
@@ -364,3 +368,26 @@ def test_the_yellow_light_feature_keeps_the_decision_of_its_onset() -> None:
     assert encode(enc, 0.0, 30.0, 13.0) == 1.0
     assert encode(enc, 0.5, 24.0, 12.5) == 1.0
     assert encode(ObservationEncoder(), 0.5, 24.0, 12.5) == 0.0
+
+
+# ------------------------------------------------------------------------------- the signs
+@pytest.mark.parametrize("line_m", [30.0, -1.0])
+def test_a_stop_sign_read_after_a_yield_for_one_line_is_encoded_as_a_stop(line_m: float) -> None:
+    # as tests/planning/test_rules.py: a junction 30 m ahead (or just behind), signs 5 m before
+    enc = ObservationEncoder()
+    front = enc.cfg.ego.length_m - enc.cfg.ego.rear_overhang_m
+    at = round(front + line_m)
+    route = replace(straight_route_ahead(), junction=np.where(np.arange(101) >= at, 7, -1))
+    sign_x = front + line_m - 5.0
+    yield_ = DetectedSign(1, SignType.YIELD, 0.0, sign_x, -2.8)
+    stop = DetectedSign(2, SignType.STOP, 0.0, sign_x, -2.7)
+    i = obs_offset("sign")
+
+    def kinds(t: float, *signs: DetectedSign) -> tuple[float, float]:
+        out = enc.encode(PerceptionOutput(t, 0, (), signs, (), 13.9), route, _ego(8.0))
+        return float(out[i]), float(out[i + 1])
+
+    assert kinds(0.0, yield_) == (0.0, 1.0)
+    # stop wins while the line is ahead; a line already passed keeps what it was
+    assert kinds(0.1, yield_, stop) == ((1.0, 0.0) if line_m > 0 else (0.0, 1.0))
+    assert kinds(0.2, yield_) == ((1.0, 0.0) if line_m > 0 else (0.0, 1.0))
