@@ -163,11 +163,12 @@ class PerceiverSettings:
     # Stop or yield read wrong at 4 px costs little: the planner checks the junction at both.
     limit_active_ahead_m: float = 3.0  # a limit sign counts from this far before the ego
     # ... if it was read: its leading value holds this much of the sign's readings (each
-    # weighs the box's side in px times the classifier's confidence) and this share of them.
-    # Two unsure readings of a 7-px sign ("10" for a 50, town_loop seed 4) set no limit; the
-    # last limit then stays, as a driver keeps the last limit on passing a sign he could not
-    # read.
-    limit_min_votes: float = 20.0
+    # weighs the box's area in px² times the classifier's confidence: the pixels it rests on)
+    # and this share of them. Two unsure readings of a 7-px sign ("10" for a 50, town_loop
+    # seed 4) set no limit; the last limit then stays, as a driver keeps the last limit on
+    # passing a sign he could not read. Weighed by the box's side, nine values read from
+    # 7-10 px outvoted a "50" read surely from 10-40 px (dense_traffic seed 1).
+    limit_min_votes: float = 200.0  # two sure readings of a 10-px sign
     limit_min_share: float = 0.6
 
 
@@ -497,8 +498,8 @@ class LearnedPerceiver:
             return
         side = min(d.box[2] - d.box[0], d.box[3] - d.box[1])
         least = self.cfg.min_stop_yield_px if d.label in ("stop", "yield") else self.cfg.min_sign_px
-        if side >= least:  # bigger, nearer signs are read better: weigh by size
-            k.votes[d.label] = k.votes.get(d.label, 0.0) + side * d.label_prob
+        if side >= least:  # bigger, nearer signs are read better: weigh by area
+            k.votes[d.label] = k.votes.get(d.label, 0.0) + side * side * d.label_prob
 
     def _prune(self, ego: VehicleState) -> None:
         keep = []
