@@ -56,11 +56,12 @@ class DatasetSettings:
     :param min_visible_px: fewer visible pixels than this: too small or hidden to annotate
     :param max_occlusion: more of the object hidden than this share: not annotated
     :param min_box_px: boxes narrower or lower than this (px) are not annotated
+    :param val_fraction: share of episodes for validation; ``test_fraction`` likewise
 
     An object in view that is not annotated by these rules is written as a COCO crowd region
     (``iscrowd: 1``, KITTI's "don't care"): a car on the horizon 3 px tall is still a car, and
-    a detector that finds it is neither taught nor scored that it found nothing there.
-    :param val_fraction: share of episodes for validation; ``test_fraction`` likewise
+    a detector that finds it is not scored as raising a false alarm (the detectors' trainer
+    still teaches its pixels as background unless ``ignore_crowd``: docs/perception.md).
     """
 
     min_visible_px: int = 12
