@@ -170,6 +170,13 @@ class PerceiverSettings:
     # 7-10 px outvoted a "50" read surely from 10-40 px (dense_traffic seed 1).
     limit_min_votes: float = 200.0  # two sure readings of a 10-px sign
     limit_min_share: float = 0.6
+    limit_min_reads: int = 2  # ... and it was read at least this often: by area one reading of
+    # a 15-px sign weighs enough, and one "40" of a sign seen twice set a 40 in a 30 zone
+    # (dense_traffic seed 1)
+    light_min_z_m: float = 1.5  # a "head" placed with its centre lower than this is none:
+    # heads hang from 2 m (the embedded world's lower edge) to 6 m (CARLA's towns). A box
+    # 70 px tall by the road, read "red", placed a head 6 m ahead at 1.1 m and held the ego
+    # at a phantom red line (dense_traffic seed 1, traced 2026-12-03)
 
 
 @dataclass
@@ -188,6 +195,7 @@ class Track:
     score: float = 0.0
     box: tuple[float, float, float, float] | None = None
     votes: dict[str, float] = field(default_factory=dict)  # sign label -> weight
+    reads: dict[str, int] = field(default_factory=dict)  # sign label -> how often read
     state: LightState = LightState.UNKNOWN  # last light state read
     t_sure: float = -math.inf  # when a light's state was last read sure (not UNKNOWN)
     h_sure: float = 0.0  # ... and the height of the box it was read from (px)
@@ -311,6 +319,8 @@ class LearnedPerceiver:
         """Fold one frame's detections (None: no detection step this tick) into the tracks and
         report what they say in the ego frame of ``ego``."""
         if dets is not None:
+            low = self.cfg.light_min_z_m
+            dets = [d for d in dets if d.group != "light" or d.z is None or d.z >= low]
             self._associate(dets, ego)
             self._last_detect_t = ego.t
         self._prune(ego)
@@ -500,6 +510,7 @@ class LearnedPerceiver:
         least = self.cfg.min_stop_yield_px if d.label in ("stop", "yield") else self.cfg.min_sign_px
         if side >= least:  # bigger, nearer signs are read better: weigh by area
             k.votes[d.label] = k.votes.get(d.label, 0.0) + side * side * d.label_prob
+            k.reads[d.label] = k.reads.get(d.label, 0) + 1
 
     def _prune(self, ego: VehicleState) -> None:
         keep = []
@@ -528,6 +539,7 @@ class LearnedPerceiver:
                 x <= self.cfg.limit_active_ahead_m
                 and k.hits >= self.cfg.confirm_hits
                 and lead >= self.cfg.limit_min_votes
+                and k.reads[lab] >= self.cfg.limit_min_reads
                 and lead >= self.cfg.limit_min_share * total
             ):
                 self._limit_mps = float(lab.removeprefix("limit_")) * KMH

@@ -90,6 +90,9 @@ def test_a_sign_read_too_little_or_too_split_leaves_the_limit_as_it_was() -> Non
     split = [("limit_10", 12.0, 0.9), ("limit_30", 12.0, 0.9)] * 2  # 259 each: half the weight
     assert _reached(p, split, 200.0) == 50 / 3.6
     assert _reached(p, [("limit_30", 8.0, 0.9)] * 4, 300.0) == 30 / 3.6  # 230 px²: enough
+    once = [("limit_40", 3.0, 0.9)] * 3 + [("limit_40", 15.0, 1.0)]  # 225 px², but one look
+    assert _reached(p, once, 400.0) == 30 / 3.6
+    assert _reached(p, once[:2] + [("limit_40", 15.0, 1.0)] * 2, 500.0) == 40 / 3.6
 
 
 def test_a_sign_read_noisily_far_and_surely_near_sets_its_limit() -> None:
@@ -130,6 +133,26 @@ def test_a_stop_or_yield_is_read_from_farther_than_a_speed_limit() -> None:
         out = p.track([yield_, limit], ego)
     assert out is not None
     assert [(s.type, round(s.y)) for s in out.signs] == [(SignType.YIELD, -3)]
+
+
+def test_a_light_placed_near_the_ground_is_no_head() -> None:
+    """dense_traffic seed 1 (traced 2026-12-03): a box 62 px tall by the road, read "red", put
+    a head 6.7 m ahead with its centre 0.47 m up; as a head it held the ego at a phantom red
+    line 4 m ahead through a green. Heads hang 2 m up and higher: it is dropped."""
+    route = _route(30.0)
+
+    def seen(z: float | None) -> int:
+        p = _perceiver()
+        red = FrameDetection("light", DetectionClass.TRAFFIC_LIGHT, (271, 107, 291, 169), 0.9,
+                             29.0, -3.0, "light_red", 1.0, z)  # fmt: skip
+        out = None
+        for k in range(3):
+            out = p.track([red], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0), route)
+        assert out is not None
+        return len(out.lights)
+
+    assert seen(0.47) == 0
+    assert seen(2.4) == 1 and seen(None) == 1  # a real head's height, or none measured
 
 
 def test_light_stop_line_is_the_next_junction_entry() -> None:
