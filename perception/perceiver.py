@@ -166,8 +166,8 @@ class PerceiverSettings:
     # weighs the box's area in px² times the classifier's confidence: the pixels it rests on)
     # and this share of them. Two unsure readings of a 7-px sign ("10" for a 50, town_loop
     # seed 4) set no limit; the last limit then stays, as a driver keeps the last limit on
-    # passing a sign he could not read. Weighed by the box's side, nine values read from
-    # 7-10 px outvoted a "50" read surely from 10-40 px (dense_traffic seed 1).
+    # passing a sign he could not read. Weighed by the box's side, six other values read
+    # from 6-10 px outvoted a "50" read from 10-28 px (dense_traffic seed 1).
     limit_min_votes: float = 200.0  # two sure readings of a 10-px sign
     limit_min_share: float = 0.6
     limit_min_reads: int = 2  # ... and it was read at least this often: by area one reading of
@@ -175,7 +175,7 @@ class PerceiverSettings:
     # (dense_traffic seed 1)
     light_min_z_m: float = 1.5  # a "head" placed with its centre lower than this is none:
     # heads hang from 2 m (the embedded world's lower edge) to 6 m (CARLA's towns). A box
-    # 70 px tall by the road, read "red", placed a head 6 m ahead at 1.1 m and held the ego
+    # 62 px tall by the road, read "red", placed a head 6 m ahead at 0.5 m and held the ego
     # at a phantom red line (dense_traffic seed 1, traced 2026-12-03)
 
 
