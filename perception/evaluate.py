@@ -346,7 +346,7 @@ def _position_error(data: DetectionSet, dets: list[list[FrameDetection]]) -> dic
             group = GROUP[DetectionClass(int(data.labels[i][j]) + 1)]
             if m < 0 or group not in errs or not torch.isfinite(pos[j]).all():
                 continue
-            if float(data.occlusion[i][j]) >= 0.5 or bool(data.crowd[i][j]):
+            if float(data.occlusion[i][j]) >= 0.5:
                 continue
             gx, gy = float(pos[j, 0]), float(pos[j, 1])
             errs[group].append((math.hypot(ds[m].x - gx, ds[m].y - gy), math.hypot(gx, gy)))
