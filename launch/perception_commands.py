@@ -106,9 +106,9 @@ CLASSIFIER_SCENARIOS = (
 
 
 def collect_classifier_data(out: Path, seed: int, episodes: int = 4, frames: int = 60) -> Path:
-    """Extra frames for the STN classifier: a frame every 0.25 s of sign- and light-rich drives
-    (the same as ``perception collect --scenario red_lights ... --every 5 --width 320
-    --height 240``)."""
+    """Extra frames for the STN classifier: ``frames`` per episode, one every 0.25 s, of sign- and
+    light-rich drives (the same as ``perception collect --scenario red_lights ... --every 5
+    --width 320 --height 240``)."""
     from launch.camera_cmds import collect_dataset
     from perception.perceiver import default_camera
     from sim.scenario import load_scenario
@@ -137,18 +137,36 @@ def collect_gallery_data(
     return out / "annotations.json"
 
 
-ROAD_USER_VIEWS = 20  # per episode: 800 views beside the 2400 of signs and heads
+EPISODES = 4  # randomised episodes of each scenario in every set make-default-weights collects
+
+
+def set_sizes(frames: int) -> dict[str, int]:
+    """Frames (or views) per episode of the sets make-default-weights collects beside
+    ``frames`` frames of drives: half as many frames of the classifier's sign-rich drives, as
+    many signs' gallery views and a third as many road-user views. For the default 2400: 60,
+    60 and 20 (1200, 2400 and 800 in all)."""
+
+    def per_episode(n: int, scenarios: int) -> int:
+        return max(1, -(-n // (scenarios * EPISODES)))
+
+    n = len(training_scenarios())
+    return {
+        "signs_lights": per_episode(frames // 2, len(CLASSIFIER_SCENARIOS)),
+        "gallery": per_episode(frames, n),
+        "road_users": per_episode(frames // 3, n),
+    }
 
 
 def _train_one(
-    name: str, seed: int, sets: list[Path], out: Path, device: str
+    name: str, seed: int, sets: list[Path], out: Path, device: str, max_steps: int | None
 ) -> tuple[Path, float]:
     """Train one shipped network (a process of its own under make-default-weights); its
     weights' path and the seconds it took."""
     from perception.train import load_train_config, train
 
     t0 = time.perf_counter()
-    path = train(load_train_config(name, seed=seed), sets, out, device, progress=False)
+    cfg = load_train_config(name, seed=seed, max_steps=max_steps)
+    path = train(cfg, sets, out, device, progress=False)
     return path, time.perf_counter() - t0
 
 
@@ -160,9 +178,13 @@ def make_default_weights(
     seed: int,
     collect: bool = True,
     jobs: int = 2,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Collect a dataset, train the three shipped networks (``jobs`` at a time, each on one
-    thread, so a 2-core machine trains two at once) and copy them into ``out``."""
+    thread, so a 2-core machine trains two at once) and copy them into ``out``.
+
+    ``frames`` sizes every set (:func:`set_sizes`); ``max_steps`` cuts each training short (a
+    smoke test of the whole command)."""
     data = work / "data"
     extra = work / "signs_lights"
     gallery = work / "gallery"
@@ -170,10 +192,11 @@ def make_default_weights(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if collect:
-        collect_training_data(data, frames, seed)
-        collect_classifier_data(extra, seed + 50)
-        collect_gallery_data(gallery, seed + 100)
-        collect_gallery_data(road_users, seed + 150, views=ROAD_USER_VIEWS, subject="road-users")
+        size = set_sizes(frames)
+        collect_training_data(data, frames, seed, EPISODES)
+        collect_classifier_data(extra, seed + 50, EPISODES, size["signs_lights"])
+        collect_gallery_data(gallery, seed + 100, EPISODES, size["gallery"])
+        collect_gallery_data(road_users, seed + 150, EPISODES, size["road_users"], "road-users")
         timings["collect_s"] = time.perf_counter() - t0
     # The classifier reads signs and heads; the detectors also learn the road users' views.
     sets = {
@@ -190,7 +213,9 @@ def make_default_weights(
     )
     ctx = multiprocessing.get_context("spawn")  # a fresh torch per run: no shared thread pools
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-        runs = {n: pool.submit(_train_one, n, seed, sets[n], work / n, device) for n in names}
+        runs = {
+            n: pool.submit(_train_one, n, seed, sets[n], work / n, device, max_steps) for n in names
+        }
         paths = {}
         for n in names:
             paths[n], timings[f"train_{n}_s"] = runs[n].result()
@@ -208,6 +233,7 @@ def make_default_weights(
         "data": {n: [str(d) for d in sets[n]] for n in names},
         "frames": frames,
         "seed": seed,
+        "max_steps": max_steps,
         "device": device,
         "jobs": jobs,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -220,7 +246,14 @@ def _cmd_make_default_weights(args: argparse.Namespace) -> int:
     out = Path(args.out)
     work = Path(args.work)
     manifest = make_default_weights(
-        out, work, args.frames, args.device, args.seed, not args.no_collect, args.jobs
+        out,
+        work,
+        args.frames,
+        args.device,
+        args.seed,
+        not args.no_collect,
+        args.jobs,
+        args.max_steps,
     )
     print(json.dumps(manifest, indent=2))
     return 0
@@ -269,7 +302,12 @@ def add_commands(perception: Any) -> None:
     )
     mk.add_argument("--out", default=str(WEIGHTS_DIR), help="where the weights go")
     mk.add_argument("--work", default="runs/default-weights", help="dataset and training runs")
-    mk.add_argument("--frames", type=int, default=2400, help="frames to collect")
+    mk.add_argument(
+        "--frames",
+        type=positive_int,
+        default=2400,
+        help="frames of drives to collect; the other sets scale with it (default 2400)",
+    )
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--device", type=_device, default="cpu")
     mk.add_argument(
@@ -282,5 +320,10 @@ def add_commands(perception: Any) -> None:
         type=positive_int,
         default=2,
         help="networks trained at once, one CPU thread each (default 2; 1 trains them in turn)",
+    )
+    mk.add_argument(
+        "--max-steps",
+        type=positive_int,
+        help="stop each training after this many optimiser steps (a smoke test)",
     )
     mk.set_defaults(func=_cmd_make_default_weights)

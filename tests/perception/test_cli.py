@@ -63,3 +63,28 @@ def test_bad_input_is_one_line_and_exit_2(
     )
     assert rc == 2
     assert "no annotations.json" in capsys.readouterr().err
+
+
+def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
+    """The shipped weights' command, whole: every set collected (at one frame or view per
+    episode), the three networks trained two at once for two steps, copied with a manifest."""
+    from launch.perception_commands import set_sizes
+    from perception.perceiver import LearnedPerceiver
+
+    assert set_sizes(2400) == {"signs_lights": 60, "gallery": 60, "road_users": 20}  # as shipped
+    out, work = tmp_path / "weights", tmp_path / "work"
+    argv = ["perception", "make-default-weights", "--out", str(out), "--work", str(work)]
+    assert main([*argv, "--frames", "40", "--max-steps", "2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["max_steps"] == 2 and manifest["jobs"] == 2
+    assert manifest["data"]["cnn"] == [str(work / s) for s in ("data", "gallery", "road_users")]
+    data = json.loads((work / "data" / "annotations.json").read_text())
+    assert len(data["images"]) == 40 and all(data["splits"][s] for s in ("train", "val", "test"))
+    for name in ("stn", "cnn", "transformer"):
+        assert (out / f"{name}.safetensors").is_file() and (out / f"{name}.json").is_file()
+        trained = json.loads((work / name / "train_config.json").read_text())["train"]
+        assert trained["max_steps"] == 2
+    for detector in ("cnn", "transformer"):  # the copies load as the perceiver loads them
+        LearnedPerceiver.from_files(
+            str(out / f"{detector}.safetensors"), str(out / "stn.safetensors")
+        )
