@@ -16,6 +16,10 @@
   are at least ``min_read_px`` across and less than half hidden and less than half outside the
   image. A detected box at the image's edge is not read by the perceiver (half a head reads as
   anything); it is counted apart (``detected_not_read``), not as a reading.
+- vehicles and pedestrians found, by the box's height: the share of them a box of the perceiver
+  (score ≥ its threshold, the right group, IoU ≥ 0.5) finds. The closed loop hangs on this at
+  the sizes where an object must be found in time, and mAP, an average over six classes, hardly
+  moves when a few pedestrians are found later (a wider CNN did so, docs/perception.md);
 - ego-frame position error (m) of matched vehicles and pedestrians, where the dataset gives
   positions;
 - latency per frame at batch 1 on the chosen device (detector, decoding, classifier, placing).
@@ -60,6 +64,7 @@ class EvalSettings:
     min_height_px: float = 4.0  # boxes lower than this at 240 rows are ignored regions too
     min_read_px: float = 6.0  # signs/lights narrower than this (input px) are not scored as read
     read_bins_px: tuple[float, ...] = (8.0, 12.0, 16.0)  # readings also by min side: 6-8, 8-12...
+    found_bins_px: tuple[float, ...] = (8.0, 16.0, 32.0)  # road users found by height: 4-8, ...
     latency_frames: int = 100
     limit: int | None = None  # evaluate only the first N images
     # COCO's AP integrates precision over the whole ranked list (its protocol: 100 boxes per
@@ -135,6 +140,7 @@ def evaluate(
     }
     result["coco"] = _coco_map(data, coco_all, ranked_dets, settings)
     result.update(_reading(data, dets, perceiver, settings))
+    result["found"] = _found(data, dets, settings)
     result["position_error_m"] = _position_error(data, dets)
     result["latency_ms"] = _latency(perceiver, data, settings.latency_frames)
     result["device"] = device
@@ -332,6 +338,39 @@ def _reading(
     }
 
 
+def _found(data: DetectionSet, dets: list[list[FrameDetection]], s: EvalSettings) -> dict[str, Any]:
+    """Per road-user group and box height (px): annotated boxes, and those the perceiver's boxes
+    find (its group, IoU ≥ 0.5). Crowds, boxes hidden from ``s.hidden`` on and boxes under
+    ``s.min_height_px`` are COCO's ignored regions; they count for neither."""
+    edges = (s.min_height_px, *s.found_bins_px, math.inf)
+    names = [f"{a:g}-{b:g}" if b < math.inf else f"{a:g}+" for a, b in itertools.pairwise(edges)]
+    tally = {g: {n: [0, 0] for n in names} for g in ("vehicle", "pedestrian")}
+    for i in range(len(data)):
+        boxes, ds = data.boxes[i], dets[i]
+        heights = boxes[:, 3] - boxes[:, 1]
+        ignored = data.crowd[i] | (data.occlusion[i] >= s.hidden) | (heights < s.min_height_px)
+        gt_boxes = boxes.masked_fill(ignored[:, None], 0.0)  # ignored regions match nothing
+        match = _match(gt_boxes, torch.tensor([d.box for d in ds]).reshape(-1, 4))
+        for j, m in enumerate(match):
+            group = GROUP[DetectionClass(int(data.labels[i][j]) + 1)]
+            if group not in tally or bool(ignored[j]):
+                continue
+            height = float(heights[j])
+            cell = tally[group][names[max(k for k in range(len(names)) if height >= edges[k])]]
+            cell[0] += 1
+            cell[1] += m >= 0 and ds[m].group == group
+    out: dict[str, Any] = {}
+    for g, bins in tally.items():
+        n, found = sum(v[0] for v in bins.values()), sum(v[1] for v in bins.values())
+        by_height = {
+            k: {"instances": v[0], "found": v[1], "recall": _ratio(v[1], v[0])}
+            for k, v in bins.items()
+        }
+        out[g] = {"instances": n, "found": found, "recall": _ratio(found, n)}
+        out[g]["by_height_px"] = by_height
+    return out
+
+
 def _position_error(data: DetectionSet, dets: list[list[FrameDetection]]) -> dict[str, Any]:
     errs: dict[str, list[tuple[float, float]]] = {"vehicle": [], "pedestrian": []}
     for i in range(len(data)):
@@ -429,6 +468,14 @@ def format_table(r: dict[str, Any]) -> str:
         ]
         if cells:
             lines.append(f"  {name} by min side, detected: " + "; ".join(cells))
+    for g, f in r.get("found", {}).items():
+        if f["instances"]:
+            cells = [
+                f"{k} px {v['found']} of {v['instances']}"
+                for k, v in f["by_height_px"].items()
+                if v["instances"]
+            ]
+            lines.append(f"found {g:<12}{pct(f['recall'])}; by height: " + "; ".join(cells))
     for g, e in r["position_error_m"].items():
         if e:
             lines.append(

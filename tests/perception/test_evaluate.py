@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from perception.data import DetectionSet
-from perception.evaluate import EvalSettings, _coco_map, _reading
+from perception.evaluate import EvalSettings, _coco_map, _found, _reading
 from perception.models.stn_classifier import StnClassifier, StnClassifierConfig
 from perception.perceiver import FrameDetection, PerceiverSettings
 from sim.messages import DetectionClass, LightState
@@ -28,6 +28,31 @@ def _gt(boxes: list[list[float]]) -> dict[str, Any]:
 def _det(x: float, score: float) -> FrameDetection:
     return FrameDetection(
         "vehicle", DetectionClass.VEHICLE, (x, 100.0, x + 20.0, 120.0), score, 10.0, 0.0
+    )
+
+
+def _one_image(
+    boxes: torch.Tensor,
+    classes: list[DetectionClass],
+    states: list[int] | None = None,
+    crowd: list[bool] | None = None,
+) -> DetectionSet:
+    n = len(boxes)
+    return DetectionSet(
+        images=torch.zeros(1, 3, 240, 320, dtype=torch.uint8),
+        boxes=[boxes],
+        labels=[torch.tensor([int(c) - 1 for c in classes])],
+        values=[torch.zeros(n)],
+        states=[torch.tensor(states or [-1] * n)],
+        occlusion=[torch.zeros(n)],
+        truncation=[torch.zeros(n)],
+        crowd=[torch.tensor(crowd or [False] * n)],
+        positions=[torch.full((n, 3), float("nan"))],
+        image_ids=[0],
+        scales=torch.ones(1, 2),
+        intrinsics=[None],
+        poses=[None],
+        source=Path("synthetic"),
     )
 
 
@@ -65,22 +90,7 @@ def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_readi
     )
     heads = torch.tensor([[0.0, 40.0, 10.0, 60.0], [100.0, 40.0, 110.0, 60.0]])
     red = int(LightState.RED)
-    data = DetectionSet(
-        images=torch.zeros(1, 3, 240, 320, dtype=torch.uint8),
-        boxes=[heads],
-        labels=[torch.full((2,), int(DetectionClass.TRAFFIC_LIGHT) - 1)],
-        values=[torch.zeros(2)],
-        states=[torch.tensor([red, red])],
-        occlusion=[torch.zeros(2)],
-        truncation=[torch.zeros(2)],
-        crowd=[torch.zeros(2, dtype=torch.bool)],
-        positions=[torch.full((2, 3), float("nan"))],
-        image_ids=[0],
-        scales=torch.ones(1, 2),
-        intrinsics=[None],
-        poses=[None],
-        source=Path("synthetic"),
-    )
+    data = _one_image(heads, [DetectionClass.TRAFFIC_LIGHT] * 2, states=[red, red])
 
     def det(box: list[float], label: str | None) -> FrameDetection:
         b = (box[0], box[1], box[2], box[3])
@@ -90,3 +100,32 @@ def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_readi
     lights = _reading(data, dets, perceiver, EvalSettings())["lights"]
     assert lights["detected"] == 1 and lights["accuracy_detected"] == 1.0
     assert lights["detected_not_read"] == 1 and lights["instances"] == 2
+
+
+def test_road_users_found_by_height_count_only_boxes_of_their_group() -> None:
+    ped, car = DetectionClass.PEDESTRIAN, DetectionClass.VEHICLE
+    boxes = torch.tensor(
+        [
+            [100.0, 100.0, 103.0, 111.0],  # a pedestrian 11 px tall, 25 m away: found
+            [150.0, 100.0, 156.0, 120.0],  # 20 px tall, boxed as a vehicle: not found
+            [10.0, 100.0, 70.0, 140.0],  # a car 40 px tall, not boxed
+            [200.0, 100.0, 202.0, 106.0],  # a crowd region: neither
+        ]
+    )
+    data = _one_image(boxes, [ped, ped, car, ped], crowd=[False, False, False, True])
+
+    def det(box: torch.Tensor, cls: DetectionClass) -> FrameDetection:
+        b = tuple(float(v) for v in box)
+        return FrameDetection(cls.name.lower(), cls, (b[0], b[1], b[2], b[3]), 0.9, 10.0, 0.0)
+
+    dets = [[det(boxes[0], ped), det(boxes[1], car), det(boxes[3], ped)]]
+    found = _found(data, dets, EvalSettings())
+    assert found["pedestrian"]["instances"] == 2 and found["pedestrian"]["found"] == 1
+    assert found["pedestrian"]["by_height_px"]["8-16"] == {
+        "instances": 1,
+        "found": 1,
+        "recall": 1.0,
+    }
+    assert found["pedestrian"]["by_height_px"]["16-32"]["found"] == 0
+    assert found["vehicle"]["by_height_px"]["32+"] == {"instances": 1, "found": 0, "recall": 0.0}
+    assert found["vehicle"]["by_height_px"]["4-8"]["recall"] is None
