@@ -34,6 +34,7 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,18 @@ def _match(gt_boxes: torch.Tensor, det_boxes: torch.Tensor) -> list[int]:
     return out
 
 
+def _size_bins(low: float, cuts: tuple[float, ...]) -> tuple[Callable[[float], str], list[str]]:
+    """Size bins from ``low`` up, cut at ``cuts`` (px): a function naming a size's bin (sizes
+    are at least ``low``), and the names in order: ``6-8``, ``8-12``, ..., ``16+``."""
+    edges = (low, *cuts, math.inf)
+    names = [f"{a:g}-{b:g}" if b < math.inf else f"{a:g}+" for a, b in itertools.pairwise(edges)]
+
+    def size_bin(size: float) -> str:
+        return names[max(k for k in range(len(names)) if size >= edges[k])]
+
+    return size_bin, names
+
+
 def _reading(
     data: DetectionSet,
     dets: list[list[FrameDetection]],
@@ -240,15 +253,10 @@ def _reading(
     ccfg: StnClassifierConfig = perceiver.ccfg
     red_as_green = {"detected": 0, "gt": 0}
     confusion: dict[str, dict[str, int]] = {}
-    edges = (s.min_read_px, *s.read_bins_px, math.inf)
-    names = [f"{a:g}-{b:g}" if b < math.inf else f"{a:g}+" for a, b in itertools.pairwise(edges)]
+    size_bin, names = _size_bins(s.min_read_px, s.read_bins_px)
     # per group and size bin: instances, read right on true boxes, detected and read, read right,
     # detected but not read (the perceiver reads no box at the image's edge)
     by_size = {g: {n: [0, 0, 0, 0, 0] for n in names} for g in ("sign", "light")}
-
-    def size_bin(box: torch.Tensor) -> str:
-        side = float(min(box[2] - box[0], box[3] - box[1]))
-        return names[max(k for k in range(len(names)) if side >= edges[k])]
 
     def sure_green(label: str | None, prob: float) -> bool:
         return label == "light_green" and prob >= perceiver.cfg.green_min_prob
@@ -292,7 +300,7 @@ def _reading(
                 truth = f"light_{LightState(state).name.lower()}"
                 red = state == LightState.RED
                 red_as_green["gt"] += red and sure_green(gt_read, float(p.max()))
-            tally = by_size[group][size_bin(boxes[j])]
+            tally = by_size[group][size_bin(float(min(boxes[j, 2:] - boxes[j, :2])))]
             tally[0] += 1
             tally[1] += gt_read == truth
             if match[n] < 0 or ds[match[n]].group != group:
@@ -342,8 +350,7 @@ def _found(data: DetectionSet, dets: list[list[FrameDetection]], s: EvalSettings
     """Per road-user group and box height (px): annotated boxes, and those the perceiver's boxes
     find (its group, IoU ≥ 0.5). Crowds, boxes hidden from ``s.hidden`` on and boxes under
     ``s.min_height_px`` are COCO's ignored regions; they count for neither."""
-    edges = (s.min_height_px, *s.found_bins_px, math.inf)
-    names = [f"{a:g}-{b:g}" if b < math.inf else f"{a:g}+" for a, b in itertools.pairwise(edges)]
+    size_bin, names = _size_bins(s.min_height_px, s.found_bins_px)
     tally = {g: {n: [0, 0] for n in names} for g in ("vehicle", "pedestrian")}
     for i in range(len(data)):
         boxes, ds = data.boxes[i], dets[i]
@@ -355,8 +362,7 @@ def _found(data: DetectionSet, dets: list[list[FrameDetection]], s: EvalSettings
             group = GROUP[DetectionClass(int(data.labels[i][j]) + 1)]
             if group not in tally or bool(ignored[j]):
                 continue
-            height = float(heights[j])
-            cell = tally[group][names[max(k for k in range(len(names)) if height >= edges[k])]]
+            cell = tally[group][size_bin(float(heights[j]))]
             cell[0] += 1
             cell[1] += m >= 0 and ds[m].group == group
     out: dict[str, Any] = {}
