@@ -353,18 +353,19 @@ def _found(data: DetectionSet, dets: list[list[FrameDetection]], s: EvalSettings
     size_bin, names = _size_bins(s.min_height_px, s.found_bins_px)
     tally = {g: {n: [0, 0] for n in names} for g in ("vehicle", "pedestrian")}
     for i in range(len(data)):
-        boxes, ds = data.boxes[i], dets[i]
+        boxes = data.boxes[i]
         heights = boxes[:, 3] - boxes[:, 1]
         ignored = data.crowd[i] | (data.occlusion[i] >= s.hidden) | (heights < s.min_height_px)
-        gt_boxes = boxes.masked_fill(ignored[:, None], 0.0)  # ignored regions match nothing
-        match = _match(gt_boxes, torch.tensor([d.box for d in ds]).reshape(-1, 4))
-        for j, m in enumerate(match):
-            group = GROUP[DetectionClass(int(data.labels[i][j]) + 1)]
-            if group not in tally or bool(ignored[j]):
-                continue
-            cell = tally[group][size_bin(float(heights[j]))]
-            cell[0] += 1
-            cell[1] += m >= 0 and ds[m].group == group
+        groups = [GROUP[DetectionClass(int(c) + 1)] for c in data.labels[i]]
+        for group, bins in tally.items():  # matched within the group: another's box finds none
+            theirs = torch.tensor([g == group for g in groups], dtype=torch.bool)
+            gt_boxes = boxes.masked_fill((ignored | ~theirs)[:, None], 0.0)  # zero: matches none
+            det_boxes = torch.tensor([d.box for d in dets[i] if d.group == group]).reshape(-1, 4)
+            for j, m in enumerate(_match(gt_boxes, det_boxes)):
+                if groups[j] == group and not bool(ignored[j]):
+                    cell = bins[size_bin(float(heights[j]))]
+                    cell[0] += 1
+                    cell[1] += m >= 0
     out: dict[str, Any] = {}
     for g, bins in tally.items():
         n, found = sum(v[0] for v in bins.values()), sum(v[1] for v in bins.values())

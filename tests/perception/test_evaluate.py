@@ -118,7 +118,9 @@ def test_road_users_found_by_height_count_only_boxes_of_their_group() -> None:
         b = tuple(float(v) for v in box)
         return FrameDetection(cls.name.lower(), cls, (b[0], b[1], b[2], b[3]), 0.9, 10.0, 0.0)
 
-    dets = [[det(boxes[0], ped), det(boxes[1], car), det(boxes[3], ped)]]
+    # the pedestrian is also boxed as a car, tighter: its own group's box still finds it
+    ped_box = boxes[0] + torch.tensor([0.0, 0.0, 0.0, 1.0])
+    dets = [[det(boxes[0], car), det(ped_box, ped), det(boxes[1], car), det(boxes[3], ped)]]
     found = _found(data, dets, EvalSettings())
     assert found["pedestrian"]["instances"] == 2 and found["pedestrian"]["found"] == 1
     assert found["pedestrian"]["by_height_px"]["8-16"] == {
