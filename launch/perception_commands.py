@@ -31,9 +31,19 @@ DEFAULT_DETECTORS = {
 }
 
 
+def _has_cuda() -> bool:
+    import torch  # only when asked for: the command line starts without it
+
+    return bool(torch.cuda.is_available())
+
+
 def _device(text: str) -> str:
     if text not in ("cpu", "cuda"):
         raise argparse.ArgumentTypeError(f"--device must be cpu or cuda, got {text!r}")
+    if text == "cuda" and not _has_cuda():
+        raise argparse.ArgumentTypeError(
+            "--device cuda: this machine has no CUDA device torch can use; use --device cpu"
+        )
     return text
 
 
@@ -201,10 +211,12 @@ def make_default_weights(
     # The classifier reads signs and heads; the detectors also learn the road users' views.
     sets = {
         "stn": [data, extra, gallery],
-        "cnn": [data, gallery, road_users],
         "transformer": [data, gallery, road_users],
+        "cnn": [data, gallery, road_users],
     }
-    names = list(sets)  # the classifier first: the shortest, so a slot frees for the next
+    # The longest training, the Transformer's, starts at once beside the classifier, the shortest;
+    # the CNN takes the classifier's slot when it ends.
+    names = list(sets)
     t1 = time.perf_counter()
     print(
         f"training {', '.join(names)}, {jobs} at a time (progress: tensorboard --logdir {work})",

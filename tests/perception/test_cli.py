@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from launch.cli import main
 from tests.perception.synthetic import make_dataset
@@ -63,6 +64,23 @@ def test_bad_input_is_one_line_and_exit_2(
     )
     assert rc == 2
     assert "no annotations.json" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA")
+def test_cuda_on_a_machine_without_one_is_one_line_and_exit_2(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for cmd in (
+        ["train", "--config", "cnn", "--out", str(tmp_path / "run")],
+        ["eval", "--weights", "perception/weights/cnn.safetensors", "--out", str(tmp_path / "e")],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(["perception", *cmd, "--data", str(dataset), "--device", "cuda"])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "--device cuda: this machine has no CUDA device torch can use" in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "e").exists()
 
 
 def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
