@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ BAR_RATIO = 20.0
 FLEET_SOLVES = 20
 MODES = {"rti": "ours, RTI", "sqp": "ours, SQP"}  # our modes and their row labels
 PAIRS = (("rti", "OSQP"), ("sqp", "IPOPT"))  # like with like: one QP; the NLP solved
+FLEET_ON = ("all", "cpu", "cuda")  # where the fleets are timed: "all" is the CPU and CUDA if any
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -235,18 +237,24 @@ def _time_references(solves: int, seed: int) -> tuple[dict[str, _Timing], list[s
     return {n: _Timing(wall[n], cpu[n], 1, failed[n]) for n in names}, notes
 
 
-def bench_mpc(batches: str | Sequence[int], solves: int, seed: int) -> str:
+def bench_mpc(batches: str | Sequence[int], solves: int, seed: int, fleet_on: str = "all") -> str:
     """The table: per-solve times for one vehicle, then fleet throughput, CPU and CUDA.
 
     :param batches: fleet sizes (or their comma-separated text)
     :param solves: timed solves for one vehicle
+    :param fleet_on: where the fleets are timed: ``all`` (the CPU, and CUDA where there is
+        one), ``cpu`` or ``cuda`` (which skips the CPU's fleets, minutes at large sizes)
     """
     sizes = parse_batches(batches) if isinstance(batches, str) else tuple(batches)
     if solves < 1:
         raise DrivestackError(f"--solves {solves}: must be at least 1")
-    devices = [torch.device("cpu")]
-    if torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
+    if fleet_on not in FLEET_ON:
+        raise DrivestackError(f"--fleet-on {fleet_on!r}: allowed {', '.join(FLEET_ON)}")
+    cuda = torch.cuda.is_available()
+    if fleet_on == "cuda" and not cuda:
+        raise DrivestackError("--fleet-on cuda: this machine has no CUDA device torch can use")
+    on = {"all": ["cpu", *(["cuda"] if cuda else [])], "cpu": ["cpu"], "cuda": ["cuda"]}[fleet_on]
+    devices = [torch.device(d) for d in on]
     cfg = MPCSettings()
     threads = torch.get_num_threads()
     lines = [
@@ -264,7 +272,7 @@ def bench_mpc(batches: str | Sequence[int], solves: int, seed: int) -> str:
     torch.set_num_threads(1)  # the references are single-threaded; ours is for one vehicle
     try:
         single = {
-            f"{label} (torch, cpu)": _time_ours(1, devices[0], solves, 5, seed, mode)
+            f"{label} (torch, cpu)": _time_ours(1, torch.device("cpu"), solves, 5, seed, mode)
             for mode, label in MODES.items()
         }
         refs, notes = _time_references(solves, seed)
@@ -279,9 +287,16 @@ def bench_mpc(batches: str | Sequence[int], solves: int, seed: int) -> str:
     fleet: dict[str, dict[int, _Timing]] = {}
     for device in devices:
         for mode, label in MODES.items():
-            fleet[f"{label} (torch, {device.type})"] = {
-                b: _time_ours(b, device, FLEET_SOLVES, 5, seed, mode) for b in sizes
-            }
+            row: dict[int, _Timing] = {}
+            fleet[f"{label} (torch, {device.type})"] = row
+            for b in sizes:  # a line as each fleet is done: the whole table takes minutes
+                row[b] = _time_ours(b, device, FLEET_SOLVES, 5, seed, mode)
+                print(
+                    f"  timed {label} on {device.type} for {b} vehicles: "
+                    f"{row[b].rate(False):.0f} vehicle-solves/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     for name, t in refs.items():
         fleet[f"{name} (cpu)"] = dict.fromkeys(sizes, t)  # one by one: any fleet size
     for cpu in (False, True):
@@ -313,7 +328,7 @@ def bench_mpc(batches: str | Sequence[int], solves: int, seed: int) -> str:
             f"(< {BAR_ONE_VEHICLE_MS:.0f} ms): {'met' if ms < BAR_ONE_VEHICLE_MS else 'NOT met'}"
         )
         for mode, ref in PAIRS:
-            ours_cpu = fleet[f"{MODES[mode]} (torch, cpu)"]
+            ours_cpu = fleet.get(f"{MODES[mode]} (torch, cpu)", {})
             if ref not in refs or BAR_BATCH not in ours_cpu:
                 continue
             ratio = ours_cpu[BAR_BATCH].rate(cpu) / refs[ref].rate(cpu)

@@ -110,7 +110,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "mpc":
         from launch.bench_mpc import bench_mpc
 
-        print(bench_mpc(args.batches, args.solves, args.seed))
+        print(bench_mpc(args.batches, args.solves, args.seed, args.fleet_on))
     if args.what == "record":
         from launch.record import bench_record_command
 
@@ -245,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_record_args(bench)
     bench.add_argument("--batches", default="1,64,1024,4096", help="mpc: fleet sizes")
     bench.add_argument("--solves", type=positive_int, default=200, help="mpc: one-vehicle solves")
+    bench.add_argument(
+        "--fleet-on",
+        choices=("all", "cpu", "cuda"),
+        default="all",
+        help="mpc: time the fleets on the CPU, CUDA, or both (all: CUDA where there is one)",
+    )
     bench.set_defaults(func=_cmd_bench)
     planner_cli.add_parser(sub)
     perception_cli.add_parser(sub)

@@ -36,3 +36,17 @@ def test_bad_batch_list_is_one_clear_error() -> None:
         parse_batches("1,x")
     with pytest.raises(DrivestackError, match="--batches"):
         bench_mpc("0", solves=1, seed=0)
+    with pytest.raises(DrivestackError, match="--fleet-on 'gpu': allowed all, cpu, cuda"):
+        bench_mpc("1", solves=1, seed=0, fleet_on="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DrivestackError, match="--fleet-on cuda: this machine has no CUDA"):
+            bench_mpc("1", solves=1, seed=0, fleet_on="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_bench_mpc_times_fleets_on_cuda_alone() -> None:
+    text = bench_mpc([1, 4], solves=2, seed=0, fleet_on="cuda")
+    assert "ours, RTI (torch, cuda)" in text and "ours, RTI (torch, cpu)" in text  # one vehicle
+    per_second = text.split("fleet: vehicle-solves per second")[1]
+    fleet = per_second.split("fleet: vehicle-solves per CPU")[0]
+    assert "(torch, cuda)" in fleet and "(torch, cpu)" not in fleet

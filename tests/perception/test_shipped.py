@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from launch.stack import StackConfig, build_stack, with_camera
-from perception.perceiver import WEIGHTS_DIR, LearnedPerceiver
+from perception.perceiver import WEIGHTS_DIR, LearnedPerceiver, default_perceiver
 from sim.scenario import load_scenario
+from sim.world import EmbeddedWorld
 
 torch.set_num_threads(1)
 
@@ -25,3 +27,32 @@ def test_shipped_weights_build_the_stack_and_its_camera(kind: str) -> None:
     assert [(c.name, c.width, c.height, c.fov_deg) for c in cam] == [("front", 320, 240, 90.0)]
     # a scenario that already has the camera keeps its own
     assert with_camera(with_camera(scenario, stack.perceiver), stack.perceiver).sensors == cam
+
+
+def _detections_agree(kind: str, device: str) -> int:
+    """The shipped perceiver on ``device`` reads the first frames of three scenarios as on the
+    CPU: the same boxes to a tenth of a pixel, classes, labels and positions. Returns the count."""
+    cpu, other = default_perceiver(kind, "cpu"), default_perceiver(kind, device)
+    seen = 0
+    for name in ("red_lights", "dense_traffic", "town_loop"):
+        obs = EmbeddedWorld().reset(with_camera(load_scenario(name), cpu), 0)
+        frame = obs.sensors[cpu.camera_spec.name]
+        a, b = cpu.detect(frame), other.detect(frame)
+        assert [(d.cls, d.label) for d in b] == [(d.cls, d.label) for d in a], name
+        for da, db in zip(a, b, strict=True):
+            np.testing.assert_allclose(db.box, da.box, atol=0.1)
+            assert db.score == pytest.approx(da.score, abs=1e-3)
+            assert (db.x, db.y) == pytest.approx((da.x, da.y), abs=0.05)
+        seen += len(a)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["cnn", "transformer"])
+def test_the_check_of_devices_compares_real_detections(kind: str) -> None:
+    assert _detections_agree(kind, "cpu") > 0  # the frames show something to compare
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kind", ["cnn", "transformer"])
+def test_cuda_detects_what_the_cpu_detects(kind: str) -> None:
+    assert _detections_agree(kind, "cuda") > 0
