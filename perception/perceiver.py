@@ -6,8 +6,10 @@ Each detection step (``detect_period_s``, 10 Hz by default):
 2. sign and light boxes are cut out of the frame and read by the STN classifier: a sign's type
    and value, a light's state;
 3. each box gets an ego-frame position: vehicles and pedestrians from the ground plane under the
-   box's bottom edge (or the depth image when the box is cut by the image's bottom), signs and
-   lights from the depth image or their known size (perception/geometry.py);
+   box's bottom edge (or the depth image, where the frame has one, when the box is cut by the
+   image's bottom or the depth puts the object much nearer: a box of its upper part), signs and
+   lights from the depth image or their known size (perception/geometry.py); a box that is a
+   part of a nearer object's box is that object, not another one farther away;
 4. positions go to the map frame (with the ego's odometry) and are matched to tracks (Hungarian
    assignment on distance, gated): tracks give stable ids, speeds and headings from motion, and
    a memory: a speed-limit sign keeps its value after it leaves the image, and the limit it
@@ -120,6 +122,17 @@ class PerceiverSettings:
     gate_m: float = 2.5  # association gate at close range (m) ...
     gate_per_m: float = 0.1  # ... growing with distance, as monocular range error does
     confirm_hits: int = 2  # detections before an object track is reported
+    # A vehicle or pedestrian box lying mostly inside the box of a nearer one of its class, its
+    # bottom edge well above that box's, is a part of that object (the Transformer boxes a
+    # near car it does not box whole as its cabin or side): the ground plane would place the
+    # part's hidden "bottom" far behind the object. It is dropped, and it keeps the object it
+    # belongs to reported while the object itself is not boxed (dense_traffic seed 2: a near
+    # standing car, lost, and its cabin at twice its range read as a car driving off).
+    part_overlap: float = 0.7  # share of the part's area inside the object's box ...
+    part_rise: float = 0.25  # ... its bottom edge this share of the object's height above
+    part_hold_s: float = 3.0  # parts keep an object reported this long after it was boxed
+    depth_nearer: float = 0.8  # where the frame has depth, an object it puts nearer than this
+    # share of the ground plane's range is placed by the depth (a box of its upper part)
     report_age_s: float = 0.5  # objects not seen for longer are not reported
     drop_age_s: float = 2.0  # object tracks not seen for longer are deleted
     sign_memory_m: float = 30.0  # sign tracks are kept until this far behind the ego
@@ -200,6 +213,7 @@ class Track:
     t_sure: float = -math.inf  # when a light's state was last read sure (not UNKNOWN)
     h_sure: float = 0.0  # ... and the height of the box it was read from (px)
     t_read: float = -math.inf  # ... and last read at all (a box cut by the image's edge is not)
+    t_seen: float = -math.inf  # when last seen whole or in part (an object's part keeps it)
     z: float | None = None  # height of a sign's or light's centre (m)
 
     def label(self) -> str | None:
@@ -400,6 +414,16 @@ class LearnedPerceiver:
                     p = point_at_depth(K, pose, u, (y0 + y1) / 2 - 0.5, d)[:2]
             if p is None:
                 p = ground_point(K, pose, u, y1 - 0.5)
+                if frame.depth is not None:  # a box of a part of an object: its bottom edge is
+                    # no ground contact, and the depth image says the object is nearer
+                    d = box_depth(frame.depth, box, 0.5)
+                    q = None if d is None else point_at_depth(K, pose, u, (y0 + y1) / 2 - 0.5, d)
+                    if q is not None and (
+                        p is None
+                        or math.hypot(q[0] - pose[0, 3], q[1] - pose[1, 3])
+                        < self.cfg.depth_nearer * math.hypot(p[0] - pose[0, 3], p[1] - pose[1, 3])
+                    ):
+                        p = q[:2]
             if p is None:
                 return None
             r = math.hypot(p[0] - pose[0, 3], p[1] - pose[1, 3])
@@ -421,6 +445,10 @@ class LearnedPerceiver:
         t = ego.t
         for group in ("vehicle", "pedestrian", "sign", "light"):
             ds = [d for d in dets if d.group == group]
+            if group in ("vehicle", "pedestrian"):  # a part of an object boxed whole too
+                boxes = [d.box for d in ds]
+                parts = object_parts(boxes, self.cfg.part_overlap, self.cfg.part_rise)
+                ds = [d for i, d in enumerate(ds) if i not in parts]
             tr = [k for k in self.tracks if k.group == group]
             pts = ego.to_map(np.array([[d.x, d.y] for d in ds])) if ds else np.zeros((0, 2))
             matched_d: set[int] = set()
@@ -435,6 +463,9 @@ class LearnedPerceiver:
                 gate = self.cfg.gate_m + self.cfg.gate_per_m * rng
                 big = 1e6
                 c = np.where(cost <= gate[:, None], cost, big)
+                if group in ("vehicle", "pedestrian"):
+                    matched_d = self._parts_of_tracks(ds, tr, c < big, t)
+                    c[sorted(matched_d)] = big
                 rows, cols = linear_sum_assignment(c)
                 for i, j in zip(rows, cols, strict=True):
                     if c[i, j] >= big:
@@ -453,10 +484,33 @@ class LearnedPerceiver:
                         score=d.score,
                         box=d.box,
                         z=d.z,
+                        t_seen=t,
                     )
                     self._next_id += 1
                     self._read(k, d)
                     self.tracks.append(k)
+
+    def _parts_of_tracks(
+        self, ds: list[FrameDetection], tracks: list[Track], gated: np.ndarray, t: float
+    ) -> set[int]:
+        """Detections that are parts of a confirmed object, as its last box shows, placed
+        outside its gate (``gated[i, j]``: detection i may be object j moved): each keeps its
+        object reported (``t_seen``) and is neither matched nor starts a track. The object's
+        position coasts on its last estimate until it is boxed whole again."""
+        cfg = self.cfg
+        objs = [
+            j
+            for j, k in enumerate(tracks)
+            if k.hits >= cfg.confirm_hits and t - k.t_last <= cfg.part_hold_s and k.box is not None
+        ]
+        wholes = [b for j in objs if (b := tracks[j].box) is not None]
+        parts: set[int] = set()
+        for i, d in enumerate(ds):
+            owner = part_owners([d.box], wholes, cfg.part_overlap, cfg.part_rise).get(0)
+            if owner is not None and not gated[i, objs[owner]]:
+                tracks[objs[owner]].t_seen = t
+                parts.add(i)
+        return parts
 
     def _update_track(self, k: Track, d: FrameDetection, p: np.ndarray, t: float) -> None:
         dt = t - k.t_last
@@ -476,7 +530,7 @@ class LearnedPerceiver:
             k.x, k.y = (1 - w) * k.x + w * float(p[0]), (1 - w) * k.y + w * float(p[1])
             if d.z is not None:
                 k.z = d.z if k.z is None else (1 - w) * k.z + w * d.z
-        k.t_last, k.hits, k.score, k.box = t, k.hits + 1, d.score, d.box
+        k.t_last, k.t_seen, k.hits, k.score, k.box = t, t, k.hits + 1, d.score, d.box
         self._read(k, d)
 
     def _read(self, k: Track, d: FrameDetection) -> None:
@@ -516,7 +570,7 @@ class LearnedPerceiver:
         keep = []
         for k in self.tracks:
             if k.group in ("vehicle", "pedestrian", "light"):
-                if ego.t - k.t_last <= self.cfg.drop_age_s:
+                if ego.t - max(k.t_last, k.t_seen) <= self.cfg.drop_age_s:
                     keep.append(k)
             elif float(ego.to_ego(np.array([[k.x, k.y]]))[0, 0]) > -self.cfg.sign_memory_m:
                 keep.append(k)
@@ -558,7 +612,7 @@ class LearnedPerceiver:
             pt = np.array([[k.x + k.vx * age, k.y + k.vy * age]])
             p = ego.to_ego(pt)[0]
             if k.group in ("vehicle", "pedestrian"):
-                if k.hits < cfg.confirm_hits or age > cfg.report_age_s:
+                if k.hits < cfg.confirm_hits or ego.t - k.t_seen > cfg.report_age_s:
                     continue
                 speed = math.hypot(k.vx, k.vy)
                 c, s = math.cos(ego.yaw), math.sin(ego.yaw)
@@ -715,3 +769,43 @@ def light_parts(boxes: np.ndarray, is_light: list[bool], overlap: float) -> set[
                 parts.add(i)
                 break
     return parts
+
+
+def part_owners(
+    parts: list[tuple[float, float, float, float]],
+    wholes: list[tuple[float, float, float, float]],
+    overlap: float,
+    rise: float,
+) -> dict[int, int]:
+    """For each box of ``parts`` that is a part of a box of ``wholes``, the index of the
+    nearest such whole (the one with the lowest bottom edge): at least ``overlap`` of the
+    part's area lies inside the whole, and the part's bottom edge is at least ``rise`` of the
+    whole's height above the whole's. The ground plane places such a part far behind the
+    object: its "bottom" is the middle of the object. Boxes are ``x0, y0, x1, y1`` px."""
+    owners: dict[int, int] = {}
+    for i, (x0, y0, x1, y1) in enumerate(parts):
+        area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+        best = None
+        for j, (a0, b0, a1, b1) in enumerate(wholes):
+            iw = min(x1, a1) - max(x0, a0)
+            ih = min(y1, b1) - max(y0, b0)
+            if (
+                area > 0
+                and iw > 0
+                and ih > 0
+                and iw * ih >= overlap * area
+                and b1 - y1 >= rise * (b1 - b0)
+                and (best is None or b1 > wholes[best][3])
+            ):
+                best = j
+        if best is not None:
+            owners[i] = best
+    return owners
+
+
+def object_parts(
+    boxes: list[tuple[float, float, float, float]], overlap: float, rise: float
+) -> set[int]:
+    """Indices of boxes of one frame that are parts of another box of it (``part_owners``)."""
+    owners = part_owners(boxes, boxes, overlap, rise)
+    return {i for i, j in owners.items() if j != i}

@@ -432,3 +432,72 @@ def test_the_next_junctions_line_does_not_inherit_the_last_ones_point_in_view() 
     ego = VehicleState(5.0, 50, 40.0, 0.0, 0.0, 8.0)
     out = p.track([_head(45.0, -3.0, "light_red")], ego, _route(30.0, s0_m=40.0))
     assert [(lt.state, lt.stop_x) for lt in out.lights] == [(LightState.RED, 30.0)]
+
+
+def test_a_part_of_a_box_below_its_middle_is_the_objects_part() -> None:
+    from perception.perceiver import object_parts, part_owners
+
+    car = (100.0, 100.0, 160.0, 140.0)  # 60×40 px, bottom edge at 140
+    cabin = (105.0, 100.0, 130.0, 120.0)  # inside it, bottom edge 20 px (half) higher
+    wheel = (100.0, 125.0, 120.0, 140.0)  # inside it but standing on the same ground line
+    beside = (150.0, 100.0, 190.0, 120.0)  # only a quarter of it inside
+    assert part_owners([cabin, wheel, beside], [car], 0.7, 0.25) == {0: 0}
+    assert object_parts([car, cabin, wheel, beside], 0.7, 0.25) == {1}
+    near = (90.0, 90.0, 170.0, 150.0)  # the same car boxed bigger, nearer: the nearest owns it
+    assert part_owners([cabin], [car, near], 0.7, 0.25) == {0: 1}
+
+
+def _car(t: float, box: tuple[float, float, float, float], x: float) -> FrameDetection:
+    return FrameDetection("vehicle", DetectionClass.VEHICLE, box, 0.9, x, 0.0)
+
+
+def test_a_near_car_seen_only_in_parts_stays_where_it_stands() -> None:
+    # dense_traffic seed 2 (Transformer): a car standing 8 m ahead, boxed whole, then only its
+    # cabin, which the ground plane places at 16 m: the car must stay at 8 m, not drive off
+    p = _perceiver()
+    ego = [VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0) for k in range(40)]
+    whole, cabin = (130.0, 140.0, 190.0, 180.0), (135.0, 140.0, 160.0, 160.0)
+    for k in range(5):
+        p.track([_car(0.1 * k, whole, 8.0)], ego[k])
+    for k in range(5, 34):  # 2.9 s of parts only
+        out = p.track([_car(0.1 * k, cabin, 16.0 + 0.5 * (k % 3))], ego[k])
+        assert len(out.objects) == 1, k
+        car = out.objects[0]
+        assert car.x == pytest_approx(8.0, 0.1) and car.speed == 0.0
+    for k in (35, 36):  # parts hold an object part_hold_s (3 s) after it was last boxed whole
+        out = p.track([_car(0.1 * k, cabin, 16.0)], ego[k])
+    assert sorted(round(o.x) for o in out.objects) == [8, 16]
+
+
+def test_a_car_behind_a_car_or_beside_it_is_its_own() -> None:
+    p = _perceiver()
+    ego = [VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0) for k in range(10)]
+    near = (130.0, 140.0, 190.0, 180.0)
+    far = (180.0, 120.0, 200.0, 132.0)  # above and right of the near one, mostly outside it
+    for k in range(5):
+        out = p.track([_car(0.1 * k, near, 8.0), _car(0.1 * k, far, 25.0)], ego[k])
+    assert sorted(round(o.x) for o in out.objects) == [8, 25]
+
+
+def test_a_box_of_a_cars_upper_part_is_placed_by_the_depth_where_there_is_one() -> None:
+    from sim.messages import CameraFrame
+
+    p = _perceiver()
+    level = np.array([[0, 0, 1, 1.5], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1.0]])
+    depth = np.full((240, 320), 1000.0, np.float32)
+    depth[80:160, 120:200] = 6.0  # a car's back 6 m ahead of a level camera 1.5 m up
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    with_depth = CameraFrame(0.0, 0, rgb, np.asarray(p._cam_K), level, depth=depth)
+    without = CameraFrame(0.0, 0, rgb, np.asarray(p._cam_K), level)
+    car, upper = (120.0, 80.0, 200.0, 160.0), (120.0, 80.0, 200.0, 130.0)
+    # the whole box: its bottom edge 39.5 px under the centre is ground 160 · 1.5 / 39.5 m
+    # ahead of the camera, as the depth says: the ground plane places it (+1.5 m camera,
+    # +1.8 m to the car's centre; half a pixel off the axis)
+    for frame in (with_depth, without):
+        x, y, _ = p.locate(frame, DetectionClass.VEHICLE, car) or (0.0, 0.0, None)
+        assert x == pytest_approx(1.5 + 160 * 1.5 / 39.5 + 1.8, 1e-4) and abs(y) < 0.05
+    # its upper part: the ground plane puts it 25 m ahead, the depth 6 m
+    x, _, _ = p.locate(without, DetectionClass.VEHICLE, upper) or (0.0, 0.0, None)
+    assert x == pytest_approx(1.5 + 160 * 1.5 / 9.5 + 1.8, 1e-4)
+    x, _, _ = p.locate(with_depth, DetectionClass.VEHICLE, upper) or (0.0, 0.0, None)
+    assert x == pytest_approx(1.5 + 6.0 + 1.8, 0.05)
