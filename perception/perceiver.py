@@ -414,19 +414,16 @@ class LearnedPerceiver:
                     p = point_at_depth(K, pose, u, (y0 + y1) / 2 - 0.5, d)[:2]
             if p is None:
                 p = ground_point(K, pose, u, y1 - 0.5)
-                if frame.depth is not None:  # a box of a part of an object: its bottom edge is
-                    # no ground contact, and the depth image says the object is nearer
-                    d = box_depth(frame.depth, box, 0.5)
-                    q = None if d is None else point_at_depth(K, pose, u, (y0 + y1) / 2 - 0.5, d)
-                    if q is not None and (
-                        p is None
-                        or math.hypot(q[0] - pose[0, 3], q[1] - pose[1, 3])
-                        < self.cfg.depth_nearer * math.hypot(p[0] - pose[0, 3], p[1] - pose[1, 3])
-                    ):
-                        p = q[:2]
+                # a box of an object's upper part has no ground contact either: where the depth
+                # image puts the object much nearer than the ground plane, the depth places it
+                d = box_depth(frame.depth, box, 0.5) if frame.depth is not None else None
+                if d is not None:
+                    q = point_at_depth(K, pose, u, (y0 + y1) / 2 - 0.5, d)[:2]
+                    if p is None or _range(q, pose) < self.cfg.depth_nearer * _range(p, pose):
+                        p = q
             if p is None:
                 return None
-            r = math.hypot(p[0] - pose[0, 3], p[1] - pose[1, 3])
+            r = _range(p, pose)
             back = self.cfg.centre_behind_m.get(group, 0.0)
             dx, dy = (p[0] - pose[0, 3]) / max(r, 1e-6), (p[1] - pose[1, 3]) / max(r, 1e-6)
             return float(p[0] + back * dx), float(p[1] + back * dy), None
@@ -463,7 +460,7 @@ class LearnedPerceiver:
                 gate = self.cfg.gate_m + self.cfg.gate_per_m * rng
                 big = 1e6
                 c = np.where(cost <= gate[:, None], cost, big)
-                if group in ("vehicle", "pedestrian"):
+                if group in ("vehicle", "pedestrian"):  # parts are used up: no match, no track
                     matched_d = self._parts_of_tracks(ds, tr, c < big, t)
                     c[sorted(matched_d)] = big
                 rows, cols = linear_sum_assignment(c)
@@ -499,16 +496,18 @@ class LearnedPerceiver:
         position coasts on its last estimate until it is boxed whole again."""
         cfg = self.cfg
         objs = [
-            j
+            (j, k.box)
             for j, k in enumerate(tracks)
             if k.hits >= cfg.confirm_hits and t - k.t_last <= cfg.part_hold_s and k.box is not None
         ]
-        wholes = [b for j in objs if (b := tracks[j].box) is not None]
+        owners = part_owners(
+            [d.box for d in ds], [b for _, b in objs], cfg.part_overlap, cfg.part_rise
+        )
         parts: set[int] = set()
-        for i, d in enumerate(ds):
-            owner = part_owners([d.box], wholes, cfg.part_overlap, cfg.part_rise).get(0)
-            if owner is not None and not gated[i, objs[owner]]:
-                tracks[objs[owner]].t_seen = t
+        for i, o in owners.items():
+            j = objs[o][0]
+            if not gated[i, j]:
+                tracks[j].t_seen = t
                 parts.add(i)
         return parts
 
@@ -570,7 +569,7 @@ class LearnedPerceiver:
         keep = []
         for k in self.tracks:
             if k.group in ("vehicle", "pedestrian", "light"):
-                if ego.t - max(k.t_last, k.t_seen) <= self.cfg.drop_age_s:
+                if ego.t - k.t_seen <= self.cfg.drop_age_s:  # t_seen >= t_last
                     keep.append(k)
             elif float(ego.to_ego(np.array([[k.x, k.y]]))[0, 0]) > -self.cfg.sign_memory_m:
                 keep.append(k)
@@ -742,6 +741,11 @@ class LearnedPerceiver:
         return np.array(
             [np.interp(s, s_route, route.xy[:, 0]), np.interp(s, s_route, route.xy[:, 1])]
         )
+
+
+def _range(p: np.ndarray, pose: np.ndarray) -> float:
+    """Ground distance (m) from the camera (``pose``) to an ego-frame point ``p``."""
+    return math.hypot(float(p[0]) - pose[0, 3], float(p[1]) - pose[1, 3])
 
 
 def cut_by_edge(box: list[float], size: tuple[int, int], edge_px: float) -> bool:

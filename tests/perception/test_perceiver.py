@@ -447,7 +447,7 @@ def test_a_part_of_a_box_below_its_middle_is_the_objects_part() -> None:
     assert part_owners([cabin], [car, near], 0.7, 0.25) == {0: 1}
 
 
-def _car(t: float, box: tuple[float, float, float, float], x: float) -> FrameDetection:
+def _car(box: tuple[float, float, float, float], x: float) -> FrameDetection:
     return FrameDetection("vehicle", DetectionClass.VEHICLE, box, 0.9, x, 0.0)
 
 
@@ -458,14 +458,14 @@ def test_a_near_car_seen_only_in_parts_stays_where_it_stands() -> None:
     ego = [VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0) for k in range(40)]
     whole, cabin = (130.0, 140.0, 190.0, 180.0), (135.0, 140.0, 160.0, 160.0)
     for k in range(5):
-        p.track([_car(0.1 * k, whole, 8.0)], ego[k])
+        p.track([_car(whole, 8.0)], ego[k])
     for k in range(5, 34):  # 2.9 s of parts only
-        out = p.track([_car(0.1 * k, cabin, 16.0 + 0.5 * (k % 3))], ego[k])
+        out = p.track([_car(cabin, 16.0 + 0.5 * (k % 3))], ego[k])
         assert len(out.objects) == 1, k
         car = out.objects[0]
         assert car.x == pytest_approx(8.0, 0.1) and car.speed == 0.0
     for k in (35, 36):  # parts hold an object part_hold_s (3 s) after it was last boxed whole
-        out = p.track([_car(0.1 * k, cabin, 16.0)], ego[k])
+        out = p.track([_car(cabin, 16.0)], ego[k])
     assert sorted(round(o.x) for o in out.objects) == [8, 16]
 
 
@@ -475,7 +475,7 @@ def test_a_car_behind_a_car_or_beside_it_is_its_own() -> None:
     near = (130.0, 140.0, 190.0, 180.0)
     far = (180.0, 120.0, 200.0, 132.0)  # above and right of the near one, mostly outside it
     for k in range(5):
-        out = p.track([_car(0.1 * k, near, 8.0), _car(0.1 * k, far, 25.0)], ego[k])
+        out = p.track([_car(near, 8.0), _car(far, 25.0)], ego[k])
     assert sorted(round(o.x) for o in out.objects) == [8, 25]
 
 
