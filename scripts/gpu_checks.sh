@@ -42,9 +42,16 @@ for kind in cnn transformer; do
     --weights "perception/weights/$kind.safetensors" --data "$data" \
     --out "$out/eval_${kind}_cuda.json" --latency-frames 300
 done
-# the real training command on the GPU for a few hundred steps
-step 90 "train transformer" "$py" -m launch perception train --config transformer \
-  --data "$data" --out "${TMPDIR:-/tmp}/gpu_checks_train" --device cuda --max-steps 300
+# the real training command on the GPU, the shipped configs to their last epoch, on 560
+# training frames of drives: its progress bar gives the steps per second
+tmp=${TMPDIR:-/tmp}/gpu_checks
+step 90 "collect training frames" "$py" -c "from pathlib import Path
+from launch.perception_commands import collect_training_data
+collect_training_data(Path('$tmp/data'), 800, 0, 4)"
+for kind in cnn transformer; do
+  step 150 "train $kind" "$py" -m launch perception train --config "$kind" --data "$tmp/data" \
+    --out "$tmp/train_$kind" --device cuda --threads 8
+done
 # a whole scenario with learned perception on the GPU (the stack picks CUDA when present)
 step 120 "run cnn" "$py" -m launch run town_loop --perception cnn --seed 0 -q --out "$out/run_cnn"
 # the batched MPC's fleets on the GPU (the CPU's are in docs/control.md; the bench builds each
