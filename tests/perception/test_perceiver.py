@@ -54,12 +54,13 @@ def test_speed_limit_persists_after_the_sign_leaves_the_image() -> None:
 
 def test_a_new_sign_replaces_the_limit() -> None:
     p = _perceiver()
-    for k in range(5):
-        p.track([_sign(2.0 - k, -3.0, "limit_30")], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0))
-    assert p.track([], VehicleState(0.6, 6, 0.0, 0.0, 0.0, 0.0)).speed_limit_mps == 30 / 3.6
-    for k in range(7, 12):
-        ego = VehicleState(0.1 * k, k, 100.0, 0.0, 0.0, 0.0)
-        out = p.track([_sign(1.0, -3.0, "limit_50")], ego)
+    for k in range(5):  # 10 m/s past a "30" at x = 2
+        ego = VehicleState(0.1 * k, k, float(k), 0.0, 0.0, 10.0)
+        p.track([_sign(2.0 - k, -3.0, "limit_30")], ego)
+    assert p.track([], VehicleState(0.6, 6, 6.0, 0.0, 0.0, 10.0)).speed_limit_mps == 30 / 3.6
+    for k in range(7, 12):  # and past a "50" at x = 101
+        ego = VehicleState(0.1 * k, k, 93.0 + k, 0.0, 0.0, 10.0)
+        out = p.track([_sign(101.0 - ego.x, -3.0, "limit_50")], ego)
     assert out.speed_limit_mps == 50 / 3.6
 
 
@@ -128,11 +129,58 @@ def test_a_stop_or_yield_is_read_from_farther_than_a_speed_limit() -> None:
         ego = VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 10.0)
         yield_ = FrameDetection("sign", DetectionClass.YIELD_SIGN, (0, 0, 4.5, 4.5), 0.9, 27.0,
                                 -3.0, "yield", 1.0)  # fmt: skip
-        limit = FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, (0, 0, 4.5, 4.5), 0.9,
-                               27.0, 3.0, "limit_30", 1.0)  # fmt: skip
+        limit = FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, (300, 0, 304.5, 4.5),
+                               0.9, 27.0, 3.0, "limit_30", 1.0)  # fmt: skip
         out = p.track([yield_, limit], ego)
     assert out is not None
     assert [(s.type, round(s.y)) for s in out.signs] == [(SignType.YIELD, -3)]
+
+
+def test_a_standing_ego_reads_a_sign_once() -> None:
+    """red_lights seed 0 with the Transformer (traced 2026-12-04): waiting 30 s at a red
+    light, the ego read a "50" 12 m ahead, boxed 4 px wide, as "stop" seven times, enough to
+    keep the 50 under the 60 % that sets it. The view does not change while the ego stands: one
+    reading. Driving on, every reading 0.25 m or more apart counts."""
+    p = _perceiver()
+    sign = np.array([12.0, -3.0])
+    readings = [("stop", 4.4, 0.95)] * 300 + [("limit_50", 12.0, 0.95)] * 7
+    out = None
+    for k, (label, side, prob) in enumerate(readings):
+        x = 0.0 if k < 300 else 1.5 * (k - 299)  # stands 30 s, then drives to the sign
+        ego = VehicleState(0.1 * k, k, x, 0.0, 0.0, 0.0 if k < 300 else 15.0)
+        rel = ego.to_ego(sign[None])[0]
+        box = (100.0, 80.0, 100.0 + side, 80.0 + side)
+        d = FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, box, 0.9, float(rel[0]),
+                           float(rel[1]), label, prob)  # fmt: skip
+        out = p.track([d], ego)
+    assert out is not None and out.speed_limit_mps == 50 / 3.6
+    (sign_track,) = [t for t in p.tracks if t.group == "sign"]
+    assert sign_track.reads == {"stop": 1, "limit_50": 7}
+
+
+def test_a_sign_boxed_twice_as_two_types_is_one_sign() -> None:
+    """The detector boxes a sign as a speed limit and, from the same cell, in the same box as a
+    yield (town_small_tour seed 5): one sign, one track, each frame's reading counted once. A
+    stop sign on the same pole, above it, is a sign of its own."""
+    p = _perceiver()
+    box, above = (100.0, 80.0, 112.0, 92.0), (100.0, 66.0, 112.0, 78.0)
+    out = None
+    for k in range(4):
+        ego = VehicleState(0.1 * k, k, 1.0 * k, 0.0, 0.0, 10.0)
+        x = 20.0 - k
+        dets = [
+            FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, box, 0.8, x, -3.0, "limit_50"),
+            FrameDetection("sign", DetectionClass.YIELD_SIGN, box, 0.4, x, -3.0, "limit_50"),
+            FrameDetection("sign", DetectionClass.STOP_SIGN, above, 0.7, x, -3.0, "stop", z=3.0),
+        ]
+        out = p.track(dets, ego)
+    assert out is not None
+    assert sorted((s.type.name, s.value) for s in out.signs) == [
+        ("SPEED_LIMIT", 50.0),
+        ("STOP", 0.0),
+    ]
+    limit = next(k for k in p.tracks if k.label() == "limit_50")
+    assert limit.reads == {"limit_50": 4} and limit.hits == 4
 
 
 def test_a_light_placed_near_the_ground_is_no_head() -> None:
