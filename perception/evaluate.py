@@ -22,7 +22,8 @@
   moves when a few pedestrians are found later (a wider CNN did so, docs/perception.md);
 - ego-frame position error (m) of matched vehicles and pedestrians, where the dataset gives
   positions;
-- latency per frame at batch 1 on the chosen device (detector, decoding, classifier, placing).
+- latency per frame at batch 1 on the chosen device (detector, decoding, classifier, placing),
+  with the chip it ran on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import io
 import itertools
 import json
 import math
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,6 +148,8 @@ def evaluate(
     result["latency_ms"] = _latency(perceiver, data, settings.latency_frames)
     result["device"] = device
     result["threads"] = torch.get_num_threads()
+    result["processor"] = processor(device)  # the latency is this chip's: two of the
+    # project's VMs timed the same CNN at 9 and 23 ms a frame (docs/perception.md)
     return result
 
 
@@ -443,6 +447,20 @@ def _latency(perceiver: LearnedPerceiver, data: DetectionSet, n: int) -> dict[st
     }
 
 
+def processor(device: str) -> str:
+    """The chip the latency was measured on: the GPU's name, or the CPU's model and the
+    vector instructions torch uses on it."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"
+
+
 def format_table(r: dict[str, Any]) -> str:
     """The figures as a plain-text table for people."""
     c = r["coco"]
@@ -493,7 +511,7 @@ def format_table(r: dict[str, Any]) -> str:
     lines.append(
         f"latency           median {la['median']:.1f} ms, p95 {la['p95']:.1f} ms per frame "
         f"(detector alone {la['detector_only_median']:.1f} ms; {r['device']}, "
-        f"{r['threads']} thread(s))"
+        f"{r['threads']} thread(s), {r['processor']})"
     )
     return "\n".join(lines)
 

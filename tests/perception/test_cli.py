@@ -44,6 +44,7 @@ def test_train_and_eval_commands_run_end_to_end(dataset: Path, tmp_path: Path) -
     assert figures["images"] == 2 and figures["split"] == "test"
     assert {"mAP", "mAP50", "per_class"} <= set(figures["coco"])
     assert figures["latency_ms"]["frames"] == 3
+    assert figures["processor"].endswith(torch.backends.cpu.get_cpu_capability())  # the chip
     for group in ("signs", "lights"):  # readings by the box's smaller side, as documented
         assert list(figures[group]["by_min_side_px"]) == ["6-8", "8-12", "12-16", "16+"]
 
