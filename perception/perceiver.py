@@ -113,6 +113,8 @@ class PerceiverSettings:
     nms_contain: float = 0.9  # ... as is one this much inside it or around it (the detector
     # boxes a near car seen obliquely again with a box around it, reaching below it: a nearer
     # ghost beside the car, on the ego's path; centernet.nms)
+    vote_iou: float | None = 0.5  # a box is the mean of those its peak's neighbours draw that
+    # overlap it this much (centernet.vote_boxes; None: the peak's box alone)
     vehicle_size_m: tuple[float, float] = (4.6, 1.9)  # assumed length, width
     pedestrian_size_m: tuple[float, float] = (0.6, 0.6)
     # a box's bottom edge is the object's nearest point; its centre is about this far behind
@@ -362,6 +364,7 @@ class LearnedPerceiver:
             self.cfg.score_threshold,
             self.cfg.nms_iou,
             self.cfg.nms_contain,
+            self.cfg.vote_iou,
         )[0]
         sx, sy = w0 / w, h0 / h
         boxes = det.boxes * torch.tensor([sx, sy, sx, sy], device=self.device)

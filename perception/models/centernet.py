@@ -13,9 +13,10 @@ boxes such as traffic-light heads get a peak of their shape); the loss is Center
 on the heatmap, L1 on size and offset at the centres, and (TTFNet again) a GIoU loss on the box
 decoded at every cell under the object's peak, weighted by the peak: the heatmap of a large
 object may peak a cell or two off its centre, and the cells there must box it too. Decoding
-keeps local maxima (a 3×3 max pool), the top-k of them, and a per-class NMS for the rare
-duplicate: a box overlapping a better one of its class by more than an IoU threshold, or lying
-almost wholly inside it or around it.
+keeps local maxima (a 3×3 max pool), the top-k of them, optionally votes each one's box with
+the boxes its neighbours draw (``vote_boxes``), and a per-class NMS for the rare duplicate: a
+box overlapping a better one of its class by more than an IoU threshold, or lying almost
+wholly inside it or around it.
 
 Boxes everywhere are ``x0, y0, x1, y1`` in input pixels.
 """
@@ -164,15 +165,26 @@ def _gather(feat: Tensor, index: Tensor) -> Tensor:
     return flat.gather(2, index[:, None, :].expand(b, k, index.shape[1])).transpose(1, 2)
 
 
-def giou(a: Tensor, b: Tensor) -> Tensor:
-    """Generalised IoU (Rezatofighi et al. 2019) of paired boxes ``(..., 4)``: IoU minus the
-    share of their enclosing box that neither covers; in [-1, 1], 1 for identical boxes."""
+def _paired_intersection_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas of paired boxes ``(..., 4)``."""
     area_a = (a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0)
     area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
     lt = torch.maximum(a[..., :2], b[..., :2])
     rb = torch.minimum(a[..., 2:], b[..., 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
-    union = (area_a + area_b - inter).clamp(min=1e-9)
+    return inter, (area_a + area_b - inter).clamp(min=1e-9)
+
+
+def paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of paired boxes ``(..., 4)`` (``box_iou`` gives all pairs)."""
+    inter, union = _paired_intersection_union(a, b)
+    return inter / union
+
+
+def giou(a: Tensor, b: Tensor) -> Tensor:
+    """Generalised IoU (Rezatofighi et al. 2019) of paired boxes ``(..., 4)``: IoU minus the
+    share of their enclosing box that neither covers; in [-1, 1], 1 for identical boxes."""
+    inter, union = _paired_intersection_union(a, b)
     hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).prod(-1)
     return inter / union - (hull - union) / hull.clamp(min=1e-9)
 
@@ -278,6 +290,34 @@ def nms(
     return order[keep]
 
 
+def vote_boxes(
+    pred: dict[str, Tensor], heat: Tensor, labels: Tensor, cell: Tensor, min_iou: float
+) -> Tensor:
+    """Each peak's box ``(B, K, 4)`` (cells) as the mean of the boxes its 3×3 neighbourhood
+    describes, weighted by the square of their heat for the peak's class, over the neighbours
+    whose box overlaps the peak's by IoU ≥ ``min_iou`` (the peak's own always counts).
+
+    Every cell under an object's peak learned to box it (the GIoU loss), so their mean is a
+    less noisy box than the peak's alone (box voting, Gidaris and Komodakis 2015): at 320×240,
+    where most boxes are a few pixels, that noise is much of a box's IoU. The overlap keeps out
+    the cells of a neighbouring object of the class.
+    """
+    b, _, h, w = heat.shape
+    dense = dense_boxes(pred).reshape(b, h * w, 4)  # (B, hw, 4)
+    cy, cx = cell // w, cell % w  # (B, K)
+    d = torch.arange(-1, 2, device=cell.device)
+    ny, nx = torch.broadcast_tensors(cy[..., None, None] + d[:, None], cx[..., None, None] + d)
+    ny, nx = ny.flatten(-2), nx.flatten(-2)  # (B, K, 9): the 3×3 row by row, the peak 5th
+    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+    near = ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)  # (B, K, 9) flat cells
+    boxes = dense.gather(1, near.flatten(1)[..., None].expand(-1, -1, 4)).reshape(*near.shape, 4)
+    plane = labels[..., None] * (h * w) + near  # the peak's class, at each neighbour
+    weight = heat.reshape(b, -1).gather(1, plane.flatten(1)).reshape(near.shape) ** 2
+    own = boxes[:, :, 4:5]  # the centre of the 3×3 is the peak
+    weight = weight * inside * (paired_iou(boxes, own) >= min_iou)
+    return (boxes * weight[..., None]).sum(2) / weight.sum(2, keepdim=True).clamp(min=1e-12)
+
+
 def decode(
     pred: dict[str, Tensor],
     stride: int,
@@ -285,25 +325,29 @@ def decode(
     score_threshold: float = 0.1,
     iou_threshold: float = 0.6,
     contain_threshold: float = 1.01,
+    vote_iou: float | None = None,
 ) -> list[Detections]:
-    """Turn head outputs into per-image detections (boxes in input pixels)."""
+    """Turn head outputs into per-image detections (boxes in input pixels); with ``vote_iou``,
+    each box is voted by its neighbourhood (``vote_boxes``) instead of read at its peak alone."""
     heat = torch.sigmoid(pred["heatmap"])  # (B, C, h, w)
     b, c, h, w = heat.shape
     peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).float()
     scores, flat = peaks.reshape(b, -1).topk(min(top_k, c * h * w))  # over classes and cells
     labels = flat // (h * w)
     cell = flat % (h * w)
-    cy, cx = (cell // w).float(), (cell % w).float()
-    size = _gather(pred["size"], cell).exp()  # (B, K, 2) in cells
-    off = _gather(pred["offset"], cell)
+    if vote_iou is not None:
+        all_boxes = vote_boxes(pred, heat, labels, cell, vote_iou) * stride
+    else:
+        cy, cx = (cell // w).float(), (cell % w).float()
+        size = _gather(pred["size"], cell).exp()  # (B, K, 2) in cells
+        off = _gather(pred["offset"], cell)
+        x, y = cx + off[..., 0], cy + off[..., 1]
+        bw, bh = size[..., 0], size[..., 1]
+        all_boxes = torch.stack([x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2], -1) * stride
     out = []
     for i in range(b):
         keep = scores[i] >= score_threshold
-        x = cx[i][keep] + off[i, keep, 0]
-        y = cy[i][keep] + off[i, keep, 1]
-        bw, bh = size[i, keep, 0], size[i, keep, 1]
-        boxes = torch.stack([x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2], -1) * stride
-        s, lab = scores[i][keep], labels[i][keep]
+        boxes, s, lab = all_boxes[i][keep], scores[i][keep], labels[i][keep]
         k = nms(boxes, s, lab, iou_threshold, contain_threshold)
         out.append(Detections(boxes[k], s[k], lab[k]))
     return out

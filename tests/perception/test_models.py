@@ -152,6 +152,31 @@ def test_decode_hand_made_heatmap() -> None:
     assert float(dets.scores[0]) == pytest.approx(1 / (1 + math.exp(-4.0)))
 
 
+def test_box_voting_by_hand() -> None:
+    """A box is the heat²-weighted mean of its peak's and neighbours' boxes of its class, but
+    not of a neighbour drawing another object (IoU < 0.5) nor of another class's cells."""
+    pred = _head(6, 10, 12)
+    pred["size"][0, :] = math.log(0.5)  # every other cell: a half-cell box of its own
+    for x, dx in ((5, 0.5), (6, -0.3), (4, 1.1)):  # three cells box one 2×4 object ...
+        pred["size"][0, :, 3, x] = torch.tensor([math.log(2.0), math.log(4.0)])
+        pred["offset"][0, :, 3, x] = torch.tensor([dx, 0.25])
+    pred["heatmap"][0, 0, 3, 5] = 4.0
+    pred["heatmap"][0, 0, 3, 6] = 2.0  # centre (5.7, 3.25) cells: 0.2 cells right of the peak's
+    pred["heatmap"][0, 0, 4, 5] = 3.0  # a half-cell box: another object, left out
+    pred["heatmap"][0, 2, 3, 4] = 5.0  # ... but the left one as another class: its own box
+    pred["heatmap"][0, 3, 0, 0] = 1.0  # a peak in the corner: the neighbours inside only
+    dets = decode(pred, stride=4, score_threshold=0.5, vote_iou=0.5)[0]
+    assert dets.labels.tolist() == [2, 0, 3]
+    w0, w1 = torch.sigmoid(torch.tensor([4.0, 2.0])) ** 2
+    cx = 5.5 + 0.2 * float(w1 / (w0 + w1))  # cells
+    torch.testing.assert_close(dets.boxes[1], torch.tensor([cx - 1, 1.25, cx + 1, 5.25]) * 4)
+    torch.testing.assert_close(dets.boxes[0], torch.tensor([4.1, 1.25, 6.1, 5.25]) * 4)
+    torch.testing.assert_close(dets.boxes[2], torch.tensor([-0.25, -0.25, 0.25, 0.25]) * 4)
+    # without voting the box is the peak's own
+    peak_box = decode(pred, stride=4, score_threshold=0.5)[0].boxes[1]
+    torch.testing.assert_close(peak_box, torch.tensor([4.5, 1.25, 6.5, 5.25]) * 4)
+
+
 def test_nms_suppresses_duplicates_of_one_class_only() -> None:
     boxes = torch.tensor([[0.0, 0, 10, 10], [1.0, 1, 11, 11], [0.0, 0, 10, 10], [50.0, 50, 60, 60]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
