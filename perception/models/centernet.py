@@ -290,12 +290,11 @@ def nms(
     return order[keep]
 
 
-def vote_boxes(
-    pred: dict[str, Tensor], heat: Tensor, labels: Tensor, cell: Tensor, min_iou: float
-) -> Tensor:
+def vote_boxes(dense: Tensor, heat: Tensor, labels: Tensor, cell: Tensor, min_iou: float) -> Tensor:
     """Each peak's box ``(B, K, 4)`` (cells) as the mean of the boxes its 3×3 neighbourhood
-    describes, weighted by the square of their heat for the peak's class, over the neighbours
-    whose box overlaps the peak's by IoU ≥ ``min_iou`` (the peak's own always counts).
+    describes (``dense``: ``dense_boxes``, ``(B, h*w, 4)``), weighted by the square of their
+    heat for the peak's class, over the neighbours whose box overlaps the peak's by IoU ≥
+    ``min_iou`` (the peak's own always counts).
 
     Every cell under an object's peak learned to box it (the GIoU loss), so their mean is a
     less noisy box than the peak's alone (box voting, Gidaris and Komodakis 2015): at 320×240,
@@ -303,7 +302,6 @@ def vote_boxes(
     the cells of a neighbouring object of the class.
     """
     b, _, h, w = heat.shape
-    dense = dense_boxes(pred).reshape(b, h * w, 4)  # (B, hw, 4)
     cy, cx = cell // w, cell % w  # (B, K)
     d = torch.arange(-1, 2, device=cell.device)
     ny, nx = torch.broadcast_tensors(cy[..., None, None] + d[:, None], cx[..., None, None] + d)
@@ -335,15 +333,11 @@ def decode(
     scores, flat = peaks.reshape(b, -1).topk(min(top_k, c * h * w))  # over classes and cells
     labels = flat // (h * w)
     cell = flat % (h * w)
-    if vote_iou is not None:
-        all_boxes = vote_boxes(pred, heat, labels, cell, vote_iou) * stride
+    dense = dense_boxes(pred).flatten(1, 2)  # (B, h*w, 4) in cells
+    if vote_iou is None:
+        all_boxes = dense.gather(1, cell[..., None].expand(-1, -1, 4)) * stride
     else:
-        cy, cx = (cell // w).float(), (cell % w).float()
-        size = _gather(pred["size"], cell).exp()  # (B, K, 2) in cells
-        off = _gather(pred["offset"], cell)
-        x, y = cx + off[..., 0], cy + off[..., 1]
-        bw, bh = size[..., 0], size[..., 1]
-        all_boxes = torch.stack([x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2], -1) * stride
+        all_boxes = vote_boxes(dense, heat, labels, cell, vote_iou) * stride
     out = []
     for i in range(b):
         keep = scores[i] >= score_threshold
