@@ -79,7 +79,7 @@ class EvalSettings:
 
 def _frame(data: DetectionSet, i: int) -> CameraFrame:
     """The i-th image as a camera frame at the network's input size, with K rescaled to it."""
-    rgb = data.images[i].permute(1, 2, 0).numpy()
+    rgb = np.ascontiguousarray(data.images[i].permute(1, 2, 0).numpy())  # HWC, as a camera's
     sx, sy = (float(v) for v in data.scales[i])
     K = data.intrinsics[i]
     pose = data.poses[i]

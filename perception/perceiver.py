@@ -47,6 +47,7 @@ from perception.geometry import (
     point_at_depth,
 )
 from perception.models.centernet import Detections, decode, nms
+from perception.models.inference import for_inference
 from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
 from sim.errors import DrivestackError
 from sim.messages import (
@@ -264,8 +265,8 @@ class LearnedPerceiver:
     ) -> None:
         self.cfg = settings
         self.device = torch.device(device)
-        self.detector = detector.to(self.device).eval()
-        self.classifier = classifier.to(self.device).eval()
+        self.detector = for_inference(detector, self.device)  # copies: the modules passed in
+        self.classifier = for_inference(classifier, self.device)  # stay as they were
         ccfg = model_config(classifier)
         if not isinstance(ccfg, StnClassifierConfig):
             raise WeightsError(

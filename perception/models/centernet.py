@@ -316,6 +316,15 @@ def vote_boxes(dense: Tensor, heat: Tensor, labels: Tensor, cell: Tensor, min_io
     return (boxes * weight[..., None]).sum(2) / weight.sum(2, keepdim=True).clamp(min=1e-12)
 
 
+def max_3x3(x: Tensor) -> Tensor:
+    """The maximum over each element's 3×3 neighbourhood of ``(..., h, w)`` (the image's edge
+    padded with -inf): ``F.max_pool2d(x, 3, 1, 1)`` as a max over rows, then over columns,
+    which on a CPU is several times faster than the pooling kernel at the heatmap's size."""
+    p = F.pad(x, (1, 1, 1, 1), value=-math.inf)
+    rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+
+
 def decode(
     pred: dict[str, Tensor],
     stride: int,
@@ -329,7 +338,7 @@ def decode(
     each box is voted by its neighbourhood (``vote_boxes``) instead of read at its peak alone."""
     heat = torch.sigmoid(pred["heatmap"])  # (B, C, h, w)
     b, c, h, w = heat.shape
-    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).float()
+    peaks = heat * (max_3x3(heat) == heat).float()
     scores, flat = peaks.reshape(b, -1).topk(min(top_k, c * h * w))  # over classes and cells
     labels = flat // (h * w)
     cell = flat % (h * w)

@@ -126,4 +126,6 @@ def crop_boxes(
     theta[:, 1, 1] = bh / h
     theta[:, 1, 2] = cy / h * 2 - 1
     grid = F.affine_grid(theta, [len(boxes), 3, size, size], align_corners=False)
-    return F.grid_sample(images[image_index], grid, padding_mode="border", align_corners=False)
+    # one image (the perceiver's frame): a view of it per box, not a copy
+    src = images.expand(len(boxes), -1, -1, -1) if len(images) == 1 else images[image_index]
+    return F.grid_sample(src, grid, padding_mode="border", align_corners=False)

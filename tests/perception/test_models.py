@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from perception.models.centernet import (
     box_iou,
@@ -13,9 +14,11 @@ from perception.models.centernet import (
     decode,
     giou,
     make_targets,
+    max_3x3,
     nms,
 )
 from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
+from perception.models.inference import for_inference
 from perception.models.stn_classifier import StnClassifier, StnClassifierConfig, crop_boxes
 from perception.models.transformer_detector import (
     TransformerDetector,
@@ -57,6 +60,62 @@ def test_crop_boxes_cuts_the_box_out() -> None:
     crop = crop_boxes(img, torch.tensor([[30.0, 10.0, 40.0, 20.0]]), torch.tensor([0]), 8, 0.0)
     assert crop.shape == (1, 3, 8, 8)
     assert float(crop[0, 0].min()) > 0.99 and float(crop[0, 1:].max()) < 1e-6
+
+
+def test_crops_of_one_image_are_the_crops_of_its_batch() -> None:
+    img, other = torch.rand(1, 3, 40, 60), torch.rand(1, 3, 40, 60)
+    boxes = torch.tensor([[30.0, 10.0, 40.0, 20.0], [2.0, 3.0, 9.0, 30.0], [50.0, 0.0, 60.0, 8.0]])
+    alone = crop_boxes(img, boxes, torch.zeros(3, dtype=torch.long), 8, 0.15)
+    batch = crop_boxes(torch.cat([other, img]), boxes, torch.ones(3, dtype=torch.long), 8, 0.15)
+    torch.testing.assert_close(alone, batch, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [
+        (CnnDetector(CnnDetectorConfig(input_hw=(96, 128))), (2, 3, 96, 128)),
+        (
+            TransformerDetector(TransformerDetectorConfig(input_hw=(96, 128), depth=1)),
+            (2, 3, 96, 128),
+        ),
+        (StnClassifier(), (5, 3, 32, 32)),
+    ],
+    ids=["cnn", "transformer", "stn"],
+)
+def test_for_inference_computes_what_the_trained_network_does(
+    model: torch.nn.Module, shape: tuple[int, ...]
+) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():  # statistics and affine terms far from the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean = torch.randn(m.num_features, generator=gen)
+            m.running_var = torch.rand(m.num_features, generator=gen) * 3 + 0.1
+            m.weight.data = torch.randn(m.num_features, generator=gen)
+            m.bias.data = torch.randn(m.num_features, generator=gen)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ready = for_inference(model, "cpu")
+    x = torch.rand(*shape, generator=gen)
+    with torch.inference_mode():
+        want, got = model(x), ready(x)
+    if isinstance(want, dict):
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], atol=1e-4, rtol=1e-4)
+    else:
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ready.modules())
+    kernels = [p for p in ready.parameters() if p.dim() == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    # the trained module is untouched: it can still be trained or saved
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_max_3x3_is_the_3x3_max_pool() -> None:
+    x = torch.randn(2, 6, 7, 9, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(max_3x3(x), F.max_pool2d(x, 3, 1, 1), atol=0, rtol=0)
 
 
 def test_loss_falls_on_a_tiny_batch() -> None:
