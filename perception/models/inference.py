@@ -54,6 +54,6 @@ def for_inference(model: nn.Module, device: str | torch.device) -> nn.Module:
     """A copy of ``model`` on ``device`` in eval mode, batch norm folded, channels last."""
     ready = fold_batchnorm(copy.deepcopy(model).to(device).eval())
     for param in ready.parameters():
-        if param.dim() == 4:  # convolution kernels
+        if param.dim() == 4:  # kernels, as Module.to(memory_format=...) converts them
             param.data = param.data.contiguous(memory_format=torch.channels_last)
     return ready

@@ -92,6 +92,10 @@ def test_for_inference_computes_what_the_trained_network_does(
             m.running_var = torch.rand(m.num_features, generator=gen) * 3 + 0.1
             m.weight.data = torch.randn(m.num_features, generator=gen)
             m.bias.data = torch.randn(m.num_features, generator=gen)
+    if isinstance(model, StnClassifier):  # a warp other than the identity, through the loc net
+        last = model.loc[-1]
+        assert isinstance(last, torch.nn.Linear)
+        last.weight.data.normal_(0.0, 0.05, generator=gen)
     model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ready = for_inference(model, "cpu")
