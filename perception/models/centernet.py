@@ -13,10 +13,10 @@ boxes such as traffic-light heads get a peak of their shape); the loss is Center
 on the heatmap, L1 on size and offset at the centres, and (TTFNet again) a GIoU loss on the box
 decoded at every cell under the object's peak, weighted by the peak: the heatmap of a large
 object may peak a cell or two off its centre, and the cells there must box it too. Decoding
-keeps local maxima (a 3×3 max pool), the top-k of them, optionally votes each one's box with
-the boxes its neighbours draw (``vote_boxes``), and a per-class NMS for the rare duplicate: a
-box overlapping a better one of its class by more than an IoU threshold, or lying almost
-wholly inside it or around it.
+keeps local maxima (a 3×3 max, ``max_3x3``), the top-k of them, optionally votes each one's
+box with the boxes its neighbours draw (``vote_boxes``), and a per-class NMS for the rare
+duplicate: a box overlapping a better one of its class by more than an IoU threshold, or lying
+almost wholly inside it or around it.
 
 Boxes everywhere are ``x0, y0, x1, y1`` in input pixels.
 """
