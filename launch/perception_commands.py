@@ -148,13 +148,19 @@ def collect_gallery_data(
 
 
 EPISODES = 4  # randomised episodes of each scenario in every set make-default-weights collects
+# The classifier's own signs' gallery: three times the episodes of the shared one (seeds
+# seed+200..seed+211), which the detectors do not train on. The classifier is short of data:
+# with it, it reads 86-87 % of the signs the CNN detects in two large gallery sets, 77-79 %
+# without (docs/perception.md, "The classifier's own gallery").
+CLASSIFIER_GALLERY_EPISODES = 3 * EPISODES
 
 
 def set_sizes(frames: int) -> dict[str, int]:
     """Frames (or views) per episode of the sets make-default-weights collects beside
     ``frames`` frames of drives: half as many frames of the classifier's sign-rich drives, as
-    many signs' gallery views and a third as many road-user views. For the default 2400: 60,
-    60 and 20 (1200, 2400 and 800 in all)."""
+    many signs' gallery views (three times as many more in the classifier's own gallery, of
+    three times the episodes) and a third as many road-user views. For the default 2400: 60,
+    60 and 20 (1200, 2400 + 7200 and 800 in all)."""
 
     def per_episode(n: int, scenarios: int) -> int:
         return max(1, -(-n // (scenarios * EPISODES)))
@@ -198,6 +204,7 @@ def make_default_weights(
     data = work / "data"
     extra = work / "signs_lights"
     gallery = work / "gallery"
+    classifier_gallery = work / "classifier_gallery"
     road_users = work / "road_users"
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -206,11 +213,14 @@ def make_default_weights(
         collect_training_data(data, frames, seed, EPISODES)
         collect_classifier_data(extra, seed + 50, EPISODES, size["signs_lights"])
         collect_gallery_data(gallery, seed + 100, EPISODES, size["gallery"])
+        collect_gallery_data(
+            classifier_gallery, seed + 200, CLASSIFIER_GALLERY_EPISODES, size["gallery"]
+        )
         collect_gallery_data(road_users, seed + 150, EPISODES, size["road_users"], "road-users")
         timings["collect_s"] = time.perf_counter() - t0
     # The classifier reads signs and heads; the detectors also learn the road users' views.
     sets = {
-        "stn": [data, extra, gallery],
+        "stn": [data, extra, gallery, classifier_gallery],
         "transformer": [data, gallery, road_users],
         "cnn": [data, gallery, road_users],
     }
@@ -325,7 +335,7 @@ def add_commands(perception: Any) -> None:
     mk.add_argument(
         "--no-collect",
         action="store_true",
-        help="reuse WORK/data, signs_lights, gallery, road_users",
+        help="reuse WORK/data, signs_lights, gallery, classifier_gallery, road_users",
     )
     mk.add_argument(
         "--jobs",

@@ -97,6 +97,12 @@ def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["max_steps"] == 2 and manifest["jobs"] == 2
     assert manifest["data"]["cnn"] == [str(work / s) for s in ("data", "gallery", "road_users")]
+    stn_sets = ("data", "signs_lights", "gallery", "classifier_gallery")  # its own gallery too
+    assert manifest["data"]["stn"] == [str(work / s) for s in stn_sets]
+    classifier_gallery = json.loads((work / "classifier_gallery" / "annotations.json").read_text())
+    assert len(classifier_gallery["images"]) == 3 * len(
+        json.loads((work / "gallery" / "annotations.json").read_text())["images"]
+    )  # three times the shared gallery's episodes, as many views each
     data = json.loads((work / "data" / "annotations.json").read_text())
     assert len(data["images"]) == 40 and all(data["splits"][s] for s in ("train", "val", "test"))
     for name in ("stn", "cnn", "transformer"):
