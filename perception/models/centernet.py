@@ -13,10 +13,10 @@ boxes such as traffic-light heads get a peak of their shape); the loss is Center
 on the heatmap, L1 on size and offset at the centres, and (TTFNet again) a GIoU loss on the box
 decoded at every cell under the object's peak, weighted by the peak: the heatmap of a large
 object may peak a cell or two off its centre, and the cells there must box it too. Decoding
-keeps local maxima (a 3×3 max, ``max_3x3``), the top-k of them, optionally votes each one's
-box with the boxes its neighbours draw (``vote_boxes``), and a per-class NMS for the rare
-duplicate: a box overlapping a better one of its class by more than an IoU threshold, or lying
-almost wholly inside it or around it.
+keeps the local maxima above a score (in a 3×3 neighbourhood), the top-k of them, boxes only
+those (optionally voting each one's box with the boxes its neighbours draw, ``vote_boxes``),
+and runs a per-class NMS for the rare duplicate: a box overlapping a better one of its class by
+more than an IoU threshold, or lying almost wholly inside it or around it.
 
 Boxes everywhere are ``x0, y0, x1, y1`` in input pixels.
 """
@@ -247,15 +247,15 @@ def _areas_and_intersection(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tenso
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
     """Pairwise IoU ``(N, M)`` of boxes ``(N, 4)`` and ``(M, 4)``."""
-    area_a, area_b, inter = _areas_and_intersection(a, b)
-    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+    return box_iou_and_overlap(a, b)[0]
 
 
-def box_overlap_of_smaller(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise ``(N, M)`` intersection over the smaller box's area (1: one lies wholly inside
-    the other)."""
+def box_iou_and_overlap(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Pairwise ``(N, M)`` IoU, and intersection over the smaller box's area (1: one lies
+    wholly inside the other), of boxes ``(N, 4)`` and ``(M, 4)``."""
     area_a, area_b, inter = _areas_and_intersection(a, b)
-    return inter / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
+    iou = inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+    return iou, inter / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
 
 
 def nms(
@@ -271,58 +271,43 @@ def nms(
     or when the intersection covers more than ``contain_threshold`` of the smaller one: a box
     drawn around a better box, or inside it, is the same object boxed again (the default,
     over 1, turns this off). IoU alone keeps them: a car boxed with twice its size overlaps
-    its true box by IoU 0.25.
+    its true box by IoU 0.25. Of boxes scoring the same (a plateau of the heatmap), the one
+    given first is kept: the order is a stable sort's.
     """
-    order = torch.argsort(scores, descending=True)
+    order = torch.argsort(scores, descending=True, stable=True)
     if len(order) == 0:
         return order
     b = boxes[order]
     same = labels[order][:, None] == labels[order][None, :]
-    suppress = (
-        (box_iou(b, b) > iou_threshold) | (box_overlap_of_smaller(b, b) > contain_threshold)
-    ) & same
-    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
-    for i in range(len(order)):  # N is at most top-k (~100): a Python loop is fine
+    iou, inside = box_iou_and_overlap(b, b)
+    suppress = ((iou > iou_threshold) | (inside > contain_threshold)) & same
+    rows = suppress.tolist()  # N is at most top-k (~100): a Python loop on lists is fine
+    keep = [True] * len(rows)
+    for i, row in enumerate(rows):
         if keep[i]:
-            later = suppress[i].clone()
-            later[: i + 1] = False
-            keep &= ~later
-    return order[keep]
+            for j in range(i + 1, len(row)):
+                keep[j] = keep[j] and not row[j]
+    return order[torch.tensor(keep, device=boxes.device)]
 
 
-def vote_boxes(dense: Tensor, heat: Tensor, labels: Tensor, cell: Tensor, min_iou: float) -> Tensor:
-    """Each peak's box ``(B, K, 4)`` (cells) as the mean of the boxes its 3×3 neighbourhood
-    describes (``dense``: ``dense_boxes``, ``(B, h*w, 4)``), weighted by the square of their
-    heat for the peak's class, over the neighbours whose box overlaps the peak's by IoU ≥
-    ``min_iou`` (the peak's own always counts).
+NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # a 3×3, row by row
+CENTRE = 4  # the cell itself, in NEIGHBOURS
+
+
+def vote_boxes(boxes: Tensor, heat: Tensor, min_iou: float) -> Tensor:
+    """Each peak's box ``(N, 4)`` as the mean of the boxes ``(N, 9, 4)`` its 3×3 neighbourhood
+    describes (``NEIGHBOURS``; the peak's own is ``CENTRE``), weighted by the square of their
+    heat ``(N, 9)`` for the peak's class (none outside the map: heat -inf), over the neighbours
+    whose box overlaps the peak's by IoU ≥ ``min_iou`` (the peak's own always counts).
 
     Every cell under an object's peak learned to box it (the GIoU loss), so their mean is a
     less noisy box than the peak's alone (box voting, Gidaris and Komodakis 2015): at 320×240,
     where most boxes are a few pixels, that noise is much of a box's IoU. The overlap keeps out
     the cells of a neighbouring object of the class.
     """
-    b, _, h, w = heat.shape
-    cy, cx = cell // w, cell % w  # (B, K)
-    d = torch.arange(-1, 2, device=cell.device)
-    ny, nx = torch.broadcast_tensors(cy[..., None, None] + d[:, None], cx[..., None, None] + d)
-    ny, nx = ny.flatten(-2), nx.flatten(-2)  # (B, K, 9): the 3×3 row by row, the peak 5th
-    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-    near = ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)  # (B, K, 9) flat cells
-    boxes = dense.gather(1, near.flatten(1)[..., None].expand(-1, -1, 4)).reshape(*near.shape, 4)
-    plane = labels[..., None] * (h * w) + near  # the peak's class, at each neighbour
-    weight = heat.reshape(b, -1).gather(1, plane.flatten(1)).reshape(near.shape) ** 2
-    own = boxes[:, :, 4:5]  # the centre of the 3×3 is the peak
-    weight = weight * inside * (paired_iou(boxes, own) >= min_iou)
-    return (boxes * weight[..., None]).sum(2) / weight.sum(2, keepdim=True).clamp(min=1e-12)
-
-
-def max_3x3(x: Tensor) -> Tensor:
-    """The maximum over each element's 3×3 neighbourhood of ``(..., h, w)`` (the image's edge
-    padded with -inf): ``F.max_pool2d(x, 3, 1, 1)`` as a max over rows, then over columns,
-    which on a CPU is several times faster than the pooling kernel at the heatmap's size."""
-    p = F.pad(x, (1, 1, 1, 1), value=-math.inf)
-    rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
-    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+    own = boxes[:, CENTRE : CENTRE + 1]
+    weight = heat.clamp(min=0) ** 2 * (paired_iou(boxes, own) >= min_iou)
+    return (boxes * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp(min=1e-12)
 
 
 def decode(
@@ -334,23 +319,44 @@ def decode(
     contain_threshold: float = 1.01,
     vote_iou: float | None = None,
 ) -> list[Detections]:
-    """Turn head outputs into per-image detections (boxes in input pixels); with ``vote_iou``,
-    each box is voted by its neighbourhood (``vote_boxes``) instead of read at its peak alone."""
+    """Turn head outputs into per-image detections (boxes in input pixels).
+
+    The peaks are the cells scoring at least ``score_threshold`` that no cell of their class's
+    3×3 neighbourhood outscores (ties are peaks too: ``F.max_pool2d(heat, 3, 1, 1) == heat``),
+    the ``top_k`` best of them where there are more; each is boxed at its cell or, with
+    ``vote_iou``, by its neighbourhood (``vote_boxes``); then ``nms``. Only the cells above the
+    score and their neighbours are looked at, a few of the map's thousands: boxing every cell
+    and a 3×3 max over the whole map took the CNN's frames 2.0 ms to decode on one core of an
+    AVX2 VM, this 1.4 ms, with the same detections (docs/perception.md, "Decoding").
+    """
     heat = torch.sigmoid(pred["heatmap"])  # (B, C, h, w)
-    b, c, h, w = heat.shape
-    peaks = heat * (max_3x3(heat) == heat).float()
-    scores, flat = peaks.reshape(b, -1).topk(min(top_k, c * h * w))  # over classes and cells
-    labels = flat // (h * w)
-    cell = flat % (h * w)
-    dense = dense_boxes(pred).flatten(1, 2)  # (B, h*w, 4) in cells
-    if vote_iou is None:
-        all_boxes = dense.gather(1, cell[..., None].expand(-1, -1, 4)) * stride
-    else:
-        all_boxes = vote_boxes(dense, heat, labels, cell, vote_iou) * stride
+    b, _, h, w = heat.shape
+    # every map gets a border of one cell, so a 3×3 neighbourhood is 9 fixed steps of a flat
+    # index: heat -inf there (never a rival, no weight in a vote), size and offset 0
+    hp, wp = h + 2, w + 2
+    heat_p = F.pad(heat, (1, 1, 1, 1), value=-math.inf).flatten(1)  # (B, C * hp * wp)
+    size_p = F.pad(pred["size"], (1, 1, 1, 1)).flatten(2)  # (B, 2, hp * wp)
+    offset_p = F.pad(pred["offset"], (1, 1, 1, 1)).flatten(2)
+    steps = torch.tensor([dy * wp + dx for dy, dx in NEIGHBOURS], device=heat.device)
     out = []
     for i in range(b):
-        keep = scores[i] >= score_threshold
-        boxes, s, lab = all_boxes[i][keep], scores[i][keep], labels[i][keep]
-        k = nms(boxes, s, lab, iou_threshold, contain_threshold)
-        out.append(Detections(boxes[k], s[k], lab[k]))
+        flat = (heat_p[i] >= score_threshold).nonzero()[:, 0]  # over classes and cells
+        near = flat[:, None] + steps  # (N, 9)
+        around = heat_p[i][near]
+        peak = (around.amax(1) == around[:, CENTRE]).nonzero()[:, 0]
+        if len(peak) > top_k:
+            peak = peak[around[peak, CENTRE].topk(top_k).indices]
+        flat, near, around = flat[peak], near[peak], around[peak]
+        scores, labels = around[:, CENTRE], flat // (hp * wp)
+        cells = (near if vote_iou is not None else flat[:, None]) % (hp * wp)
+        size = size_p[i][:, cells].clamp(-4.0, 6.0).exp()  # (2, N, 9 or 1)
+        offset = offset_p[i][:, cells]
+        cx = (cells % wp - 1).to(offset.dtype) + offset[0]  # in cells of the unpadded map
+        cy = (cells // wp - 1).to(offset.dtype) + offset[1]
+        bw, bh = size[0], size[1]
+        boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
+        boxes = boxes[:, 0] if vote_iou is None else vote_boxes(boxes, around, vote_iou)
+        boxes = boxes * stride
+        k = nms(boxes, scores, labels, iou_threshold, contain_threshold)
+        out.append(Detections(boxes[k], scores[k], labels[k]))
     return out

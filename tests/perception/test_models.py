@@ -6,16 +6,16 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from perception.models.centernet import (
     box_iou,
     centernet_loss,
     decode,
+    dense_boxes,
     giou,
     make_targets,
-    max_3x3,
     nms,
+    paired_iou,
 )
 from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
 from perception.models.inference import for_inference
@@ -117,9 +117,64 @@ def test_for_inference_computes_what_the_trained_network_does(
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_max_3x3_is_the_3x3_max_pool() -> None:
-    x = torch.randn(2, 6, 7, 9, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(max_3x3(x), F.max_pool2d(x, 3, 1, 1), atol=0, rtol=0)
+def _decode_by_definition(
+    pred: dict[str, torch.Tensor], threshold: float, vote_iou: float
+) -> list[tuple[int, float, list[float]]]:
+    """(label, score, box px) of every peak, cell by cell in Python: a cell scoring at least
+    ``threshold`` that no 3×3 neighbour of its class outscores, boxed as the heat²-weighted
+    mean of the neighbours' boxes overlapping its own by IoU ≥ ``vote_iou``."""
+    heat = torch.sigmoid(pred["heatmap"])[0]
+    boxes = dense_boxes(pred)[0]  # (h, w, 4) in cells
+    c, h, w = heat.shape
+    found = []
+    for k in range(c):
+        for y in range(h):
+            for x in range(w):
+                s = float(heat[k, y, x])
+                near = [
+                    (y + dy, x + dx)
+                    for dy in (-1, 0, 1)
+                    for dx in (-1, 0, 1)
+                    if 0 <= y + dy < h and 0 <= x + dx < w
+                ]
+                if s < threshold or any(float(heat[k, v, u]) > s for v, u in near):
+                    continue
+                total, weight = torch.zeros(4), 0.0
+                for v, u in near:
+                    if float(paired_iou(boxes[v, u], boxes[y, x])) >= vote_iou:
+                        total += float(heat[k, v, u]) ** 2 * boxes[v, u]
+                        weight += float(heat[k, v, u]) ** 2
+                found.append((k, s, (total / weight * 4).tolist()))
+    return sorted(found, key=lambda f: (-f[1], f[0], f[2]))
+
+
+def test_decode_is_its_definition_on_random_heads() -> None:
+    """Peaks (ties included: the logits have plateaus), the map's edges, voting and the top-k
+    cut, against a cell-by-cell reading of what decoding is meant to do."""
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(12):
+        c, h, w = 3, int(torch.randint(1, 8, (1,), generator=gen)), 7
+        pred = {
+            "heatmap": torch.randint(-4, 3, (1, c, h, w), generator=gen).float() / 2,
+            "size": torch.randn(1, 2, h, w, generator=gen) * 0.5,
+            "offset": torch.rand(1, 2, h, w, generator=gen),
+        }
+        want = _decode_by_definition(pred, 0.3, 0.5)
+        dets = decode(pred, 4, 1000, 0.3, iou_threshold=2.0, contain_threshold=2.0, vote_iou=0.5)
+        got = sorted(
+            zip(
+                dets[0].labels.tolist(),
+                dets[0].scores.tolist(),
+                dets[0].boxes.tolist(),
+                strict=True,
+            ),
+            key=lambda f: (-f[1], f[0], f[2]),
+        )
+        assert [(k, round(s, 6)) for k, s, _ in got] == [(k, round(s, 6)) for k, s, _ in want]
+        for g, e in zip(got, want, strict=True):
+            torch.testing.assert_close(torch.tensor(g[2]), torch.tensor(e[2]))
+        best = decode(pred, 4, 3, 0.3, iou_threshold=2.0, contain_threshold=2.0, vote_iou=0.5)
+        assert sorted(best[0].scores.tolist(), reverse=True) == [s for _, s, _ in got[:3]]
 
 
 def test_loss_falls_on_a_tiny_batch() -> None:
