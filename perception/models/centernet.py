@@ -327,7 +327,8 @@ def decode(
     ``vote_iou``, by its neighbourhood (``vote_boxes``); then ``nms``. Only the cells above the
     score and their neighbours are looked at, a few of the map's thousands: boxing every cell
     and a 3×3 max over the whole map took the CNN's frames 2.0 ms to decode on one core of an
-    AVX2 VM, this 1.4 ms, with the same detections (docs/perception.md, "Decoding").
+    AVX2 VM, this 1.4 ms, with the same detections (docs/perception.md, "Decoding at the
+    peaks").
     """
     heat = torch.sigmoid(pred["heatmap"])  # (B, C, h, w)
     b, _, h, w = heat.shape
