@@ -1,4 +1,4 @@
-"""Shapes, a loss that falls on a tiny batch, and decoding/NMS on hand-made head outputs."""
+"""Shapes, a loss that falls on a tiny batch, and decoding/NMS on hand-made and random heads."""
 
 from __future__ import annotations
 
