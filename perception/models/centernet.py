@@ -189,17 +189,22 @@ def giou(a: Tensor, b: Tensor) -> Tensor:
     return inter / union - (hull - union) / hull.clamp(min=1e-9)
 
 
+def cell_boxes(size: Tensor, offset: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """Boxes ``(..., 4)`` x0, y0, x1, y1 in cells from the size logits and centre offsets
+    ``(2, ...)`` predicted at the cells ``x``, ``y`` (broadcast to ``(...)``)."""
+    wh = size.clamp(-4.0, 6.0).exp()  # untrained cells must not overflow
+    cx, cy = x + offset[0], y + offset[1]
+    bw, bh = wh[0], wh[1]
+    return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
+
+
 def dense_boxes(pred: dict[str, Tensor]) -> Tensor:
-    """The box ``(B, h, w, 4)`` x0, y0, x1, y1 in cells that each cell's size and offset
-    describe: the box ``decode`` reads at a peak."""
+    """The box ``(B, h, w, 4)`` in cells that each cell's size and offset describe: the box
+    ``decode`` reads there (the GIoU loss learns every cell's)."""
     h, w = pred["size"].shape[-2:]
     ys = torch.arange(h, device=pred["size"].device, dtype=pred["size"].dtype)[:, None]
     xs = torch.arange(w, device=pred["size"].device, dtype=pred["size"].dtype)[None, :]
-    cx = xs + pred["offset"][:, 0]
-    cy = ys + pred["offset"][:, 1]
-    size = pred["size"].clamp(-4.0, 6.0).exp()  # untrained cells must not overflow
-    bw, bh = size[:, 0], size[:, 1]
-    return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
+    return cell_boxes(pred["size"].movedim(1, 0), pred["offset"].movedim(1, 0), xs, ys)
 
 
 def centernet_loss(
@@ -350,12 +355,9 @@ def decode(
         flat, near, around = flat[peak], near[peak], around[peak]
         scores, labels = around[:, CENTRE], flat // (hp * wp)
         cells = (near if vote_iou is not None else flat[:, None]) % (hp * wp)
-        size = size_p[i][:, cells].clamp(-4.0, 6.0).exp()  # (2, N, 9 or 1)
-        offset = offset_p[i][:, cells]
-        cx = (cells % wp - 1).to(offset.dtype) + offset[0]  # in cells of the unpadded map
-        cy = (cells // wp - 1).to(offset.dtype) + offset[1]
-        bw, bh = size[0], size[1]
-        boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
+        x = (cells % wp - 1).to(heat.dtype)  # in cells of the unpadded map
+        y = (cells // wp - 1).to(heat.dtype)
+        boxes = cell_boxes(size_p[i][:, cells], offset_p[i][:, cells], x, y)  # (N, 9 or 1, 4)
         boxes = boxes[:, 0] if vote_iou is None else vote_boxes(boxes, around, vote_iou)
         boxes = boxes * stride
         k = nms(boxes, scores, labels, iou_threshold, contain_threshold)
