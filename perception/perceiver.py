@@ -397,8 +397,8 @@ class LearnedPerceiver:
                 if cut_by_edge(boxes[i].tolist(), (w0, h0), self.cfg.edge_px):
                     continue  # half a head reads as anything: its track keeps the last reading
                 group = GROUP[classes[i]]
-                shows_head = head_share(logits[k], self._masks["light"])
-                if group == "sign" and shows_head >= self.cfg.sign_head_share:
+                lights = self._masks["light"]
+                if group == "sign" and head_share(logits[k], lights) >= self.cfg.sign_head_share:
                     continue  # a head boxed as a sign: not read (its track keeps its readings)
                 mask = self._masks[group]
                 p = torch.softmax(logits[k].masked_fill(~mask, -math.inf), 0)
