@@ -396,14 +396,9 @@ class LearnedPerceiver:
             for k, i in enumerate(read):
                 if cut_by_edge(boxes[i].tolist(), (w0, h0), self.cfg.edge_px):
                     continue  # half a head reads as anything: its track keeps the last reading
-                group = GROUP[classes[i]]
-                lights = self._masks["light"]
-                if group == "sign" and head_share(logits[k], lights) >= self.cfg.sign_head_share:
-                    continue  # a head boxed as a sign: not read (its track keeps its readings)
-                mask = self._masks[group]
-                p = torch.softmax(logits[k].masked_fill(~mask, -math.inf), 0)
-                j = int(p.argmax())
-                labels[i] = (self.ccfg.labels[j], float(p[j]))
+                labels[i] = reading(
+                    logits[k], GROUP[classes[i]], self._masks, self.ccfg.labels, self.cfg
+                )
         out = []
         bx = boxes.cpu().numpy()
         parts = head_parts(
@@ -812,6 +807,25 @@ def one_box_per_sign(
     return sorted(keep.tolist())
 
 
+def reading(
+    logits: Tensor,
+    group: str,
+    masks: dict[str, Tensor],
+    labels: tuple[str, ...],
+    cfg: PerceiverSettings,
+) -> tuple[str | None, float]:
+    """What the classifier's ``logits`` for a crop of a ``group`` box (``sign`` or ``light``)
+    say: the best label of that group and its probability among the group's labels, or no
+    label for a sign box whose crop shows a head (``sign_head_share``): a head boxed as a sign,
+    not read, so its track keeps the readings it has. A light box is read however sign-like
+    its crop: a red must not go unread."""
+    if group == "sign" and head_share(logits, masks["light"]) >= cfg.sign_head_share:
+        return None, 1.0
+    p = torch.softmax(logits.masked_fill(~masks[group], -math.inf), 0)
+    j = int(p.argmax())
+    return labels[j], float(p[j])
+
+
 def head_share(logits: Tensor, light_mask: Tensor) -> float:
     """The classifier's probability, over every label, that a crop shows a light head."""
     return float(torch.softmax(logits, 0)[light_mask].sum())
@@ -829,15 +843,14 @@ def head_parts(
     or more: the detector also boxes a sign, faintly, as a light, and the evaluation's COCO list,
     ranked down to a score of 0.01, lost most of its true signs to such boxes around them."""
     idx = [i for i, g in enumerate(groups) if g in ("light", "sign")]
+    wholes = [j for j in idx if groups[j] == "light"]
     area = {
         i: max(boxes[i, 2] - boxes[i, 0], 0.0) * max(boxes[i, 3] - boxes[i, 1], 0.0) for i in idx
     }
     parts = set()
     for i in idx:
-        for j in idx:
-            if groups[j] != "light" or j == i or area[j] <= area[i]:
-                continue
-            if groups[i] == "sign" and scores[j] < sure:
+        for j in wholes:
+            if j == i or area[j] <= area[i] or (groups[i] == "sign" and scores[j] < sure):
                 continue
             iw = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
             ih = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])

@@ -571,16 +571,20 @@ def test_a_box_of_a_cars_upper_part_is_placed_by_the_depth_where_there_is_one() 
 
 
 def test_a_sign_box_the_classifier_finds_a_head_in_is_not_read() -> None:
-    from perception.perceiver import head_share
+    from perception.perceiver import head_share, reading
 
     p = _perceiver()
-    labels = p.ccfg.labels
-    lights = p._masks["light"]
+    labels, masks = p.ccfg.labels, p._masks
     logits = torch.full((len(labels),), -5.0)
     logits[labels.index("stop")] = 1.0
     logits[labels.index("light_off")] = 3.0  # the Transformer's "stop" of dense_traffic seed 5
     e = logits.exp()
-    assert abs(head_share(logits, lights) - float(e[-4:].sum() / e.sum())) < 1e-6
-    assert head_share(logits, lights) >= p.cfg.sign_head_share
-    logits[labels.index("stop")] = 4.0
-    assert head_share(logits, lights) < p.cfg.sign_head_share
+    assert abs(head_share(logits, masks["light"]) - float(e[-4:].sum() / e.sum())) < 1e-6
+    assert reading(logits, "sign", masks, labels, p.cfg)[0] is None
+    label, prob = reading(logits, "light", masks, labels, p.cfg)  # a light box is read
+    assert label == "light_off" and prob > 0.99
+    logits[labels.index("stop")] = 4.0  # a sign's crop that looks like a sign
+    signs = logits[~masks["light"]].exp()
+    label, prob = reading(logits, "sign", masks, labels, p.cfg)
+    assert label == "stop" and prob == pytest_approx(float(signs.max() / signs.sum()), 1e-6)
+    assert reading(logits, "light", masks, labels, p.cfg)[0] == "light_off"
