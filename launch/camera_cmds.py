@@ -155,18 +155,22 @@ def collect_dataset(
     settings: DatasetSettings | None = None,
     command: str = "",
     source: FrameSource | None = None,
+    progress: bool = True,
 ) -> CocoWriter:
     """Drive ``episodes`` randomised episodes of each scenario (seeds ``seed``, ``seed + 1``, ...)
     and write their frames and ``annotations.json`` under ``out``.
 
     ``source`` makes an episode's frames: by default :func:`episode_frames` (the drive's own);
     launch/gallery.py's ``episode_views`` sees the same episodes from in front of signs and heads.
+    ``progress=False`` draws no progress bar (sets collected side by side would share a line).
     """
     writer = CocoWriter(out, settings or DatasetSettings())
     make_frames = source or episode_frames
     pairs = zip(scenarios, specs, strict=True)
     plan = [(sc, spec, seed + k) for sc, spec in pairs for k in range(episodes)]
-    with tqdm(total=len(plan) * frames, unit="frame", file=sys.stderr, disable=None) as bar:
+    with tqdm(
+        total=len(plan) * frames, unit="frame", file=sys.stderr, disable=None if progress else True
+    ) as bar:
         for e, (sc, spec, ep_seed) in enumerate(plan):
             map_name = load_map(str(sc.map_path())).name
             for frame, obs in make_frames(sc, spec, ep_seed, frames, every):

@@ -12,7 +12,8 @@ import multiprocessing
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +92,9 @@ def training_scenarios() -> list[str]:
     return [s for s in builtin_scenarios() if load_scenario(s).map != HELD_OUT_MAP]
 
 
-def collect_training_data(out: Path, frames: int, seed: int, episodes: int = 4) -> Path:
+def collect_training_data(
+    out: Path, frames: int, seed: int, episodes: int = 4, progress: bool = True
+) -> Path:
     """About ``frames`` frames at the runtime camera's 320×240 from randomised episodes of the
     training scenarios (a frame every 0.4 s), split train/val/test by episode."""
     from launch.camera_cmds import collect_dataset
@@ -101,7 +104,7 @@ def collect_training_data(out: Path, frames: int, seed: int, episodes: int = 4) 
     scenarios = [load_scenario(s) for s in training_scenarios()]
     per_episode = max(1, -(-frames // (len(scenarios) * episodes)))
     specs = [default_camera() for _ in scenarios]
-    collect_dataset(scenarios, specs, out, per_episode, episodes, seed, every=8)
+    collect_dataset(scenarios, specs, out, per_episode, episodes, seed, every=8, progress=progress)
     return out / "annotations.json"
 
 
@@ -115,7 +118,9 @@ CLASSIFIER_SCENARIOS = (
 )
 
 
-def collect_classifier_data(out: Path, seed: int, episodes: int = 4, frames: int = 60) -> Path:
+def collect_classifier_data(
+    out: Path, seed: int, episodes: int = 4, frames: int = 60, progress: bool = True
+) -> Path:
     """Extra frames for the STN classifier: ``frames`` per episode, one every 0.25 s, of sign- and
     light-rich drives (the same as ``perception collect --scenario red_lights ... --every 5
     --width 320 --height 240``)."""
@@ -125,12 +130,17 @@ def collect_classifier_data(out: Path, seed: int, episodes: int = 4, frames: int
 
     scenarios = [load_scenario(s) for s in CLASSIFIER_SCENARIOS]
     specs = [default_camera() for _ in scenarios]
-    collect_dataset(scenarios, specs, out, frames, episodes, seed, every=5)
+    collect_dataset(scenarios, specs, out, frames, episodes, seed, every=5, progress=progress)
     return out / "annotations.json"
 
 
 def collect_gallery_data(
-    out: Path, seed: int, episodes: int = 4, views: int = 60, subject: Subject = "signs"
+    out: Path,
+    seed: int,
+    episodes: int = 4,
+    views: int = 60,
+    subject: Subject = "signs",
+    progress: bool = True,
 ) -> Path:
     """Views of the training maps' signs and light heads from where a driver meets them, with
     random states, types and values, or (``subject="road-users"``) of their pedestrians and
@@ -143,7 +153,9 @@ def collect_gallery_data(
     scenarios = [load_scenario(s) for s in training_scenarios()]
     specs = [default_camera() for _ in scenarios]
     source = functools.partial(episode_views, subject=subject)
-    collect_dataset(scenarios, specs, out, views, episodes, seed, every=10, source=source)
+    collect_dataset(
+        scenarios, specs, out, views, episodes, seed, every=10, source=source, progress=progress
+    )
     return out / "annotations.json"
 
 
@@ -173,6 +185,51 @@ def set_sizes(frames: int) -> dict[str, int]:
     }
 
 
+def collect_sets(work: Path, frames: int, seed: int, jobs: int = 2) -> dict[str, float]:
+    """Collect the five sets make-default-weights trains on under ``work``, ``jobs`` at a time
+    (one process each), the longest first; the seconds each took, as ``collect_NAME_s``.
+
+    Each set is a function of its own seed alone, so collecting them side by side writes what
+    collecting them in turn writes (annotations.json's creation time aside)."""
+    size = set_sizes(frames)
+    g = size["gallery"]
+    sets: dict[str, tuple[Callable[..., Path], tuple[Any, ...]]] = {
+        # the classifier's own gallery takes as long as the other four together
+        "classifier_gallery": (
+            collect_gallery_data,
+            (work / "classifier_gallery", seed + 200, CLASSIFIER_GALLERY_EPISODES, g),
+        ),
+        "gallery": (collect_gallery_data, (work / "gallery", seed + 100, EPISODES, g)),
+        "data": (collect_training_data, (work / "data", frames, seed, EPISODES)),
+        "road_users": (
+            collect_gallery_data,
+            (work / "road_users", seed + 150, EPISODES, size["road_users"], "road-users"),
+        ),
+        "signs_lights": (
+            collect_classifier_data,
+            (work / "signs_lights", seed + 50, EPISODES, size["signs_lights"]),
+        ),
+    }
+    print(f"collecting {', '.join(sets)}, {jobs} at a time", file=sys.stderr, flush=True)
+    if jobs <= 1:
+        return {f"collect_{n}_s": _timed(fn, *a) for n, (fn, a) in sets.items()}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        runs = {pool.submit(_timed, fn, *a, progress=False): n for n, (fn, a) in sets.items()}
+        timings = {}
+        for run in as_completed(runs):
+            timings[f"collect_{runs[run]}_s"] = seconds = run.result()
+            print(f"collected {runs[run]} in {seconds / 60:.1f} min", file=sys.stderr, flush=True)
+    return {f"collect_{n}_s": timings[f"collect_{n}_s"] for n in sets}
+
+
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    """Seconds ``fn(*args, **kwargs)`` took (a process of its own under :func:`collect_sets`)."""
+    t0 = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t0
+
+
 def _train_one(
     name: str, seed: int, sets: list[Path], out: Path, device: str, max_steps: int | None
 ) -> tuple[Path, float]:
@@ -196,8 +253,8 @@ def make_default_weights(
     jobs: int = 2,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Collect a dataset, train the three shipped networks (``jobs`` at a time, each on one
-    thread, so a 2-core machine trains two at once) and copy them into ``out``.
+    """Collect the datasets and train the three shipped networks (``jobs`` at a time, each on
+    one thread, so a 2-core machine runs two at once) and copy them into ``out``.
 
     ``frames`` sizes every set (:func:`set_sizes`); ``max_steps`` cuts each training short (a
     smoke test of the whole command)."""
@@ -209,14 +266,7 @@ def make_default_weights(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if collect:
-        size = set_sizes(frames)
-        collect_training_data(data, frames, seed, EPISODES)
-        collect_classifier_data(extra, seed + 50, EPISODES, size["signs_lights"])
-        collect_gallery_data(gallery, seed + 100, EPISODES, size["gallery"])
-        collect_gallery_data(
-            classifier_gallery, seed + 200, CLASSIFIER_GALLERY_EPISODES, size["gallery"]
-        )
-        collect_gallery_data(road_users, seed + 150, EPISODES, size["road_users"], "road-users")
+        timings.update(collect_sets(work, frames, seed, jobs))
         timings["collect_s"] = time.perf_counter() - t0
     # The classifier reads signs and heads; the detectors also learn the road users' views.
     sets = {
@@ -341,7 +391,8 @@ def add_commands(perception: Any) -> None:
         "--jobs",
         type=positive_int,
         default=2,
-        help="networks trained at once, one CPU thread each (default 2; 1 trains them in turn)",
+        help="sets collected and networks trained at once, one CPU thread each (default 2; 1:"
+        " in turn)",
     )
     mk.add_argument(
         "--max-steps",

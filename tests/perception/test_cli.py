@@ -86,8 +86,14 @@ def test_cuda_on_a_machine_without_one_is_one_line_and_exit_2(
 
 def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
     """The shipped weights' command, whole: every set collected (at one frame or view per
-    episode), the three networks trained two at once for two steps, copied with a manifest."""
-    from launch.perception_commands import set_sizes
+    episode) two at a time, the three networks trained two at once for two steps, copied with a
+    manifest."""
+    from launch.perception_commands import (
+        EPISODES,
+        collect_classifier_data,
+        collect_training_data,
+        set_sizes,
+    )
     from perception.perceiver import LearnedPerceiver
 
     assert set_sizes(2400) == {"signs_lights": 60, "gallery": 60, "road_users": 20}  # as shipped
@@ -105,6 +111,21 @@ def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -
     )  # three times the shared gallery's episodes, as many views each
     data = json.loads((work / "data" / "annotations.json").read_text())
     assert len(data["images"]) == 40 and all(data["splits"][s] for s in ("train", "val", "test"))
+    sets = ("classifier_gallery", "gallery", "data", "road_users", "signs_lights")
+    assert all(manifest["timings_s"][f"collect_{s}_s"] > 0 for s in sets)
+    # collected side by side, in processes of their own, a set is what collecting it alone writes
+    serial = tmp_path / "serial"
+    collect_training_data(serial / "data", 40, 0, EPISODES)
+    collect_classifier_data(serial / "signs_lights", 50, EPISODES, set_sizes(40)["signs_lights"])
+    for name in ("data", "signs_lights"):
+        alone, beside = serial / name, work / name
+        files = sorted(p.relative_to(alone) for p in (alone / "images").iterdir())
+        assert files and files == sorted(
+            p.relative_to(beside) for p in (beside / "images").iterdir()
+        )
+        assert all((alone / f).read_bytes() == (beside / f).read_bytes() for f in files)
+        a, b = (json.loads((d / "annotations.json").read_text()) for d in (alone, beside))
+        assert {**a, "info": None} == {**b, "info": None}  # but the time of writing
     for name in ("stn", "cnn", "transformer"):
         assert (out / f"{name}.safetensors").is_file() and (out / f"{name}.json").is_file()
         trained = json.loads((work / name / "train_config.json").read_text())["train"]
