@@ -194,7 +194,7 @@ def collect_sets(work: Path, frames: int, seed: int, jobs: int = 2) -> dict[str,
     size = set_sizes(frames)
     g = size["gallery"]
     sets: dict[str, tuple[Callable[..., Path], tuple[Any, ...]]] = {
-        # the classifier's own gallery takes as long as the other four together
+        # the classifier's own gallery takes longer than the other four together
         "classifier_gallery": (
             collect_gallery_data,
             (work / "classifier_gallery", seed + 200, CLASSIFIER_GALLERY_EPISODES, g),
