@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class DetectionSet:
     intrinsics: list[np.ndarray | None]  # (3, 3) K of the original image, if given
     poses: list[np.ndarray | None]  # (4, 4) camera-to-ego, if given
     source: Path
+    files: list[Path] = field(default_factory=list)  # each image's file, at its own size
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -152,6 +153,7 @@ def load_split(
         oh, ow = bgr.shape[:2]
         if (oh, ow) != (h, w):
             bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+        out.files.append(root / im["file_name"])
         images[n] = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)))
         sx, sy = ow / w, oh / h
         out.scales[n] = torch.tensor([sx, sy])
@@ -203,6 +205,7 @@ def concat_sets(sets: list[DetectionSet]) -> DetectionSet:
         out.image_ids += s.image_ids
         out.intrinsics += s.intrinsics
         out.poses += s.poses
+        out.files += s.files
     return out
 
 

@@ -57,6 +57,11 @@ class DatasetSettings:
     :param max_occlusion: more of the object hidden than this share: not annotated
     :param min_box_px: boxes narrower or lower than this (px) are not annotated
     :param val_fraction: share of episodes for validation; ``test_fraction`` likewise
+    :param reference_width: the pixel counts above are those of a frame this wide (the
+        detectors' 320×240 input); a frame ``k > 1`` times as wide scales them by ``k``
+        (sides) and ``k²`` (visible pixels), so a 640×480 set annotates what a 320×240 set of
+        the same views does, and the detectors are scored on what they can see at their input
+        (a narrower frame keeps them: a box under 3 px is no annotation at any size)
 
     An object in view that is not annotated by these rules is written as a COCO crowd region
     (``iscrowd: 1``, KITTI's "don't care"): a car on the horizon 3 px tall is still a car, and
@@ -69,6 +74,7 @@ class DatasetSettings:
     min_box_px: float = 3.0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    reference_width: int = 320
 
 
 def coco_box(xyxy: np.ndarray) -> list[float]:
@@ -96,15 +102,16 @@ def frame_annotations(
     vis = frame.box_visible_px if frame.box_visible_px is not None else np.full(n, 10**9)
     value = frame.box_value if frame.box_value is not None else np.zeros(n)
     state = frame.box_state if frame.box_state is not None else np.full(n, -1)
+    k = max(1.0, frame.rgb.shape[1] / settings.reference_width)
     out: list[dict[str, Any]] = []
     for i in range(n):
         bbox = coco_box(frame.boxes[i])
         if vis[i] < 1:  # wholly hidden
             continue
         crowd = (
-            vis[i] < settings.min_visible_px
+            vis[i] < settings.min_visible_px * k * k
             or occ[i] > settings.max_occlusion
-            or min(bbox[2], bbox[3]) < settings.min_box_px
+            or min(bbox[2], bbox[3]) < settings.min_box_px * k
         )
         cls = DetectionClass(int(frame.box_class[i]))
         out.append(

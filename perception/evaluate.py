@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from pycocotools.coco import COCO
@@ -48,6 +49,7 @@ from pycocotools.cocoeval import COCOeval
 
 from perception.data import (
     CLASS_NAMES,
+    DatasetError,
     DetectionSet,
     load_split,
     read_annotations,
@@ -77,22 +79,36 @@ class EvalSettings:
     coco_top_k: int = 100
 
 
-def _frame(data: DetectionSet, i: int) -> CameraFrame:
-    """The i-th image as a camera frame at the network's input size, with K rescaled to it."""
-    rgb = np.ascontiguousarray(data.images[i].permute(1, 2, 0).numpy())  # HWC, as a camera's
+def _native(data: DetectionSet, i: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """The i-th image as its camera gave it (HWC RGB, its own size) where the set knows its
+    file, else at the network's input size; with its px per input px (x, y)."""
     sx, sy = (float(v) for v in data.scales[i])
+    if data.files and (sx, sy) != (1.0, 1.0):
+        bgr = cv2.imread(str(data.files[i]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"{data.files[i]}: missing or not an image")
+        return np.ascontiguousarray(bgr[:, :, ::-1]), (sx, sy)
+    return np.ascontiguousarray(data.images[i].permute(1, 2, 0).numpy()), (1.0, 1.0)
+
+
+def _frame(data: DetectionSet, i: int) -> tuple[CameraFrame, tuple[float, float]]:
+    """The i-th image as a camera frame at its own size, with its px per input px: the
+    perceiver averages it down to the network's input as it does a camera's frame, cuts the
+    classifier's crops from it, and gives its boxes in its px."""
+    rgb, scale = _native(data, i)
     K = data.intrinsics[i]
     pose = data.poses[i]
-    if K is not None:
+    sx, sy = (float(v) / k for v, k in zip(data.scales[i], scale, strict=True))
+    if K is not None and (sx, sy) != (1.0, 1.0):  # the image at the input size: K rescaled
         K = K.copy()
         K[0, 0], K[1, 1] = K[0, 0] / sx, K[1, 1] / sy
         K[0, 2], K[1, 2] = (K[0, 2] + 0.5) / sx - 0.5, (K[1, 2] + 0.5) / sy - 0.5
-    else:  # no calibration in the dataset: a 90° camera 1.5 m up, only for latency runs
+    elif K is None:  # no calibration in the dataset: a 90° camera 1.5 m up, only for latency runs
         h, w = rgb.shape[:2]
         K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1.0]])
     if pose is None:
         pose = np.array([[0, 0, 1, 1.5], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1.0]])
-    return CameraFrame(0.0, i, rgb, K, pose)
+    return CameraFrame(0.0, i, rgb, K, pose), scale
 
 
 def _sign_label(cls: int, value: float) -> str | None:
@@ -130,9 +146,9 @@ def evaluate(
     dets: list[list[FrameDetection]] = []
     ranked_dets: list[list[FrameDetection]] = []
     for i in range(len(data)):
-        frame = _frame(data, i)
-        dets.append(perceiver.detect(frame))
-        ranked_dets.append(ranker.detect(frame))
+        frame, scale = _frame(data, i)
+        dets.append(_in_input_px(perceiver.detect(frame), scale))
+        ranked_dets.append(_in_input_px(ranker.detect(frame), scale))
     result: dict[str, Any] = {
         "detector": str(detector),
         "classifier": str(classifier),
@@ -151,6 +167,19 @@ def evaluate(
     result["processor"] = processor(device)  # the latency is this chip's: two of the
     # project's VMs timed the same CNN at 9 and 23 ms a frame (docs/perception.md)
     return result
+
+
+def _in_input_px(dets: list[FrameDetection], scale: tuple[float, float]) -> list[FrameDetection]:
+    """Detections with their boxes in the network's input px, as the set's boxes are."""
+    if scale == (1.0, 1.0):
+        return dets
+    sx, sy = scale
+    return [
+        dataclasses.replace(
+            d, box=(d.box[0] / sx, d.box[1] / sy, d.box[2] / sx, d.box[3] / sy), px=1.0
+        )
+        for d in dets
+    ]
 
 
 def _coco_map(
@@ -180,7 +209,7 @@ def _coco_map(
     for i, ds in enumerate(dets):
         sx, sy = (float(v) for v in data.scales[i])
         for d in ds:
-            x0, y0, x1, y1 = d.box  # frame = network input size here
+            x0, y0, x1, y1 = d.box  # network input px
             results.append(
                 {
                     "image_id": data.image_ids[i],
@@ -278,10 +307,12 @@ def _reading(
         ds = dets[i]
         det_boxes = torch.tensor([d.box for d in ds]).reshape(-1, 4)
         match = _match(boxes[keep], det_boxes)
-        img = data.images[i : i + 1].float().to(perceiver.device) / 255.0
+        # the true boxes cut from the image at its own size, as the perceiver cuts its boxes
+        rgb, (sx, sy) = _native(data, i)
+        img = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         crops = crop_boxes(
-            img,
-            boxes[keep].to(perceiver.device),
+            img.float().to(perceiver.device) / 255.0,
+            (boxes[keep] * torch.tensor([sx, sy, sx, sy])).to(perceiver.device),
             torch.zeros(len(keep), dtype=torch.long, device=perceiver.device),
             ccfg.crop,
             ccfg.margin,
@@ -421,7 +452,7 @@ def _position_error(data: DetectionSet, dets: list[list[FrameDetection]]) -> dic
 
 
 def _latency(perceiver: LearnedPerceiver, data: DetectionSet, n: int) -> dict[str, Any]:
-    frames = [_frame(data, i % len(data)) for i in range(min(n, max(len(data), 1) * 10))]
+    frames = [_frame(data, i % len(data))[0] for i in range(min(n, max(len(data), 1) * 10))]
     for f in frames[:5]:
         perceiver.detect(f)  # warm-up
     times = []

@@ -160,3 +160,33 @@ def test_the_classifier_learns_and_is_scored_only_on_signs_and_lights_it_can_see
     readable_anns[1]["occlusion"] = 0.5
     (root / "annotations.json").write_text(json.dumps(coco))
     assert len(crop_targets(load_split(root, "all", (120, 160)), cfg, 3.0)[2]) == n - 2
+
+
+def test_a_frame_twice_as_wide_annotates_what_the_detectors_size_does() -> None:
+    # the rules' pixel counts are those of a 320-px-wide frame: at 640 px the same objects
+    # have twice the sides and four times the visible pixels, and are annotated alike
+    boxes = np.array([[10, 10, 30, 40], [50, 5, 52.5, 30], [70, 5, 80, 15], [90, 50, 102, 52]])
+    visible = np.array([600, 40, 10, 24])
+
+    def crowds(k: int) -> list[int]:
+        frame = CameraFrame(
+            t=0.0,
+            frame=0,
+            rgb=np.zeros((240 * k, 320 * k, 3), dtype=np.uint8),
+            K=np.eye(3),
+            pose=np.eye(4),
+            boxes=boxes * k,
+            box_class=np.ones(4, int),
+            box_id=np.arange(4),
+            box_visible_px=visible * k * k,
+        )
+        return [a["iscrowd"] for a in frame_annotations(frame, 0, 0, DatasetSettings())]
+
+    # too thin (2.5 px), too few pixels (10), too low (2 px) at 320 columns: crowds at both
+    assert crowds(1) == crowds(2) == [0, 1, 1, 1]
+    # counted in its own pixels, the 640-px frame would annotate all three
+    wide = DatasetSettings(reference_width=640)
+    frame = CameraFrame(0.0, 0, np.zeros((480, 640, 3), np.uint8), np.eye(3), np.eye(4),
+                        boxes=boxes * 2, box_class=np.ones(4, int), box_id=np.arange(4),
+                        box_visible_px=visible * 4)  # fmt: skip
+    assert [a["iscrowd"] for a in frame_annotations(frame, 0, 0, wide)] == [0, 0, 0, 0]

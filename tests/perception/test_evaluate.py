@@ -3,18 +3,22 @@ readings counted as the perceiver makes them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
 from perception.data import DetectionSet
-from perception.evaluate import EvalSettings, _coco_map, _found, _reading
+from perception.evaluate import EvalSettings, _coco_map, _found, _reading, evaluate
 from perception.models.stn_classifier import StnClassifier, StnClassifierConfig
 from perception.perceiver import FrameDetection, PerceiverSettings
 from sim.messages import DetectionClass, LightState
+from tests.perception.synthetic import make_dataset
 
 
 def _gt(boxes: list[list[float]]) -> dict[str, Any]:
@@ -131,3 +135,50 @@ def test_road_users_found_by_height_count_only_boxes_of_their_group() -> None:
     assert found["pedestrian"]["by_height_px"]["16-32"]["found"] == 0
     assert found["vehicle"]["by_height_px"]["32+"] == {"instances": 1, "found": 0, "recall": 0.0}
     assert found["vehicle"]["by_height_px"]["4-8"]["recall"] is None
+
+
+def _twice_as_large(src: Path, dst: Path) -> Path:
+    """A copy of a dataset with every image and box twice the size (each pixel made 2×2): the
+    perceiver, averaging a frame down to its detector's input, sees the original images."""
+    coco = json.loads((src / "annotations.json").read_text())
+    (dst / "images").mkdir(parents=True)
+    for im in coco["images"]:
+        img = cv2.imread(str(src / im["file_name"]))
+        assert img is not None
+        big = np.repeat(np.repeat(img, 2, axis=0), 2, axis=1)
+        cv2.imwrite(str(dst / im["file_name"]), big)
+        im["width"], im["height"] = 2 * im["width"], 2 * im["height"]
+        K = np.array(im["K"])  # pixel centres at integers: c' = 2 (c + 1/2) - 1/2
+        K[:2, :2] *= 2
+        K[:2, 2] = 2 * (K[:2, 2] + 0.5) - 0.5
+        im["K"] = K.tolist()
+    for a in coco["annotations"]:
+        a["bbox"] = [2 * v for v in a["bbox"]]
+        a["area"] = 4 * a["area"]
+    (dst / "annotations.json").write_text(json.dumps(coco))
+    return dst
+
+
+def test_a_set_at_twice_the_detectors_size_is_scored_in_its_own_pixels(tmp_path: Path) -> None:
+    # The shipped networks on a synthetic set at the detector's 320×240 and on the same set at
+    # 640×480: the detector sees the same images (each 2×2 block averages to its pixel), so
+    # every COCO figure, road user found and position is the same; boxes are scored in each
+    # set's own pixels.
+    small = make_dataset(tmp_path / "small", n_images=6, size=(320, 240))
+    large = _twice_as_large(small, tmp_path / "large")
+    settings = EvalSettings(split="all", latency_frames=1)
+    weights = Path("perception/weights")
+    a, b = (
+        evaluate(weights / "cnn.safetensors", weights / "stn.safetensors", d, settings)
+        for d in (small, large)
+    )
+    assert a["coco"]["per_class"] and b["coco"]["per_class"].keys() == a["coco"]["per_class"].keys()
+    for name, ap in a["coco"]["per_class"].items():
+        assert b["coco"]["per_class"][name] == pytest.approx(ap, abs=1e-6), name
+    assert (b["coco"]["mAP"], b["coco"]["mAP50"]) == pytest.approx(
+        (a["coco"]["mAP"], a["coco"]["mAP50"])
+    )
+    assert b["found"] == a["found"]
+    assert b["position_error_m"] == pytest.approx(a["position_error_m"], abs=1e-3)
+    for group in ("signs", "lights"):  # read on the same boxes, cut from the larger images
+        assert b[group]["instances"] == a[group]["instances"]

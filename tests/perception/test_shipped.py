@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from launch.gallery import episode_views
 from launch.stack import StackConfig, build_stack, with_camera
-from perception.perceiver import WEIGHTS_DIR, LearnedPerceiver, default_perceiver
+from perception.perceiver import WEIGHTS_DIR, LearnedPerceiver, default_camera, default_perceiver
 from sim.scenario import load_scenario
 from sim.world import EmbeddedWorld
 
@@ -27,6 +28,26 @@ def test_shipped_weights_build_the_stack_and_its_camera(kind: str) -> None:
     assert [(c.name, c.width, c.height, c.fov_deg) for c in cam] == [("front", 320, 240, 90.0)]
     # a scenario that already has the camera keeps its own
     assert with_camera(with_camera(scenario, stack.perceiver), stack.perceiver).sensors == cam
+
+
+def test_a_small_sign_is_read_from_the_frame_twice_the_detectors_size() -> None:
+    # The first gallery view of town_small_tour seed 600 (the unseen map's gallery set of
+    # docs/perception.md): a "130" sign 3 px across at the detector's 320×240. From the 320×240
+    # frame the classifier reads "100"; from the same view at 640×480, where the detector sees
+    # the frame averaged down and the classifier cuts its crop from the whole, "130".
+    perceiver = default_perceiver("cnn", "cpu")
+    scenario = load_scenario("town_small_tour")
+    read = {}
+    for scale in (1, 2):
+        frame = episode_views(scenario, default_camera(scale=scale), 600, 1, 10)[0][0]
+        signs = [d for d in perceiver.detect(frame) if d.group == "sign"]
+        assert signs and {(d.label, d.px) for d in signs} == {(signs[0].label, scale)}
+        read[scale] = max(signs, key=lambda d: d.score)  # the sign is boxed twice, read alike
+    assert read[2].label == "limit_130" != read[1].label
+    small, large = read[1], read[2]
+    assert small.box[2] - small.box[0] < 4.0
+    np.testing.assert_allclose(np.array(large.box) / 2, small.box, atol=0.5)
+    assert (large.x, large.y) == pytest.approx((small.x, small.y), rel=0.1)
 
 
 def _detections_agree(kind: str, device: str) -> int:
