@@ -16,7 +16,7 @@ import torch
 from perception.data import DetectionSet
 from perception.evaluate import EvalSettings, _coco_map, _found, _reading, evaluate
 from perception.models.stn_classifier import StnClassifier, StnClassifierConfig
-from perception.perceiver import FrameDetection, PerceiverSettings
+from perception.perceiver import WEIGHTS_DIR, FrameDetection, PerceiverSettings
 from sim.messages import DetectionClass, LightState
 from tests.perception.synthetic import make_dataset
 
@@ -167,9 +167,8 @@ def test_a_set_at_twice_the_detectors_size_is_scored_in_its_own_pixels(tmp_path:
     small = make_dataset(tmp_path / "small", n_images=6, size=(320, 240))
     large = _twice_as_large(small, tmp_path / "large")
     settings = EvalSettings(split="all", latency_frames=1)
-    weights = Path("perception/weights")
     a, b = (
-        evaluate(weights / "cnn.safetensors", weights / "stn.safetensors", d, settings)
+        evaluate(WEIGHTS_DIR / "cnn.safetensors", WEIGHTS_DIR / "stn.safetensors", d, settings)
         for d in (small, large)
     )
     assert a["coco"]["per_class"] and b["coco"]["per_class"].keys() == a["coco"]["per_class"].keys()
