@@ -375,9 +375,11 @@ def test_a_part_of_a_light_box_is_dropped() -> None:
         ]
     )
     light = ["light", "light", "light", "vehicle"]
-    assert head_parts(boxes, light, [0.5] * 4, 0.6, 0.35) == {1}
-    assert head_parts(boxes, ["light"] * 4, [0.5] * 4, 0.6, 0.35) == {0, 1}
-    assert head_parts(boxes, light, [0.1] * 4, 0.6, 0.35) == {1}  # a head's part at any score
+    seen = [True] * 4
+    assert head_parts(boxes, light, [0.5] * 4, seen, 0.6, 0.35) == {1}
+    assert head_parts(boxes, ["light"] * 4, [0.5] * 4, seen, 0.6, 0.35) == {0, 1}
+    # a head's part at any score, however its crop reads
+    assert head_parts(boxes, light, [0.1] * 4, [False] * 4, 0.6, 0.35) == {1}
     # the top of a head boxed as a sign (dense_traffic seed 5 with the Transformer: the boxes
     # of 63.9 s); a sign beside a head, or a sign box bigger than the head's, is a sign
     boxes = np.array(
@@ -390,11 +392,15 @@ def test_a_part_of_a_light_box_is_dropped() -> None:
         ]
     )
     groups = ["light", "sign", "sign", "light", "sign"]
-    assert head_parts(boxes, groups, [0.64, 0.38, 0.5, 0.5, 0.5], 0.6, 0.35) == {1}
+    scores = [0.64, 0.38, 0.5, 0.5, 0.5]
+    seen = [True, False, False, True, False]  # the classifier finds a head in the light boxes
+    assert head_parts(boxes, groups, scores, seen, 0.6, 0.35) == {1}
     others = ["light", "vehicle", "pedestrian", "light", "sign"]
-    assert head_parts(boxes, others, [0.64, 0.38, 0.5, 0.5, 0.5], 0.6, 0.35) == set()
-    # a sign the detector also boxed faintly as a light (as it does) stays a sign
-    assert head_parts(boxes, groups, [0.2, 0.38, 0.5, 0.5, 0.5], 0.6, 0.35) == set()
+    assert head_parts(boxes, others, scores, seen, 0.6, 0.35) == set()
+    # a sign the detector also boxed as a light (as it does), faintly or with a crop the
+    # classifier finds no head in, stays a sign
+    assert head_parts(boxes, groups, [0.2, 0.38, 0.5, 0.5, 0.5], seen, 0.6, 0.35) == set()
+    assert head_parts(boxes, groups, scores, [False] * 5, 0.6, 0.35) == set()
 
 
 def test_the_line_in_view_only_moves_back_until_the_light_turns_green() -> None:
