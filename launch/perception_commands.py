@@ -93,17 +93,18 @@ def training_scenarios() -> list[str]:
 
 
 def collect_training_data(
-    out: Path, frames: int, seed: int, episodes: int = 4, progress: bool = True
+    out: Path, frames: int, seed: int, episodes: int = 4, progress: bool = True, scale: int = 1
 ) -> Path:
-    """About ``frames`` frames at the runtime camera's 320×240 from randomised episodes of the
-    training scenarios (a frame every 0.4 s), split train/val/test by episode."""
+    """About ``frames`` frames at the runtime camera's 320×240 (times ``scale``, the perceiver's
+    ``camera_scale``) from randomised episodes of the training scenarios (a frame every 0.4 s),
+    split train/val/test by episode."""
     from launch.camera_cmds import collect_dataset
     from perception.perceiver import default_camera
     from sim.scenario import load_scenario
 
     scenarios = [load_scenario(s) for s in training_scenarios()]
     per_episode = max(1, -(-frames // (len(scenarios) * episodes)))
-    specs = [default_camera() for _ in scenarios]
+    specs = [default_camera(scale=scale) for _ in scenarios]
     collect_dataset(scenarios, specs, out, per_episode, episodes, seed, every=8, progress=progress)
     return out / "annotations.json"
 
@@ -141,17 +142,19 @@ def collect_gallery_data(
     views: int = 60,
     subject: Subject = "signs",
     progress: bool = True,
+    scale: int = 1,
 ) -> Path:
     """Views of the training maps' signs and light heads from where a driver meets them, with
     random states, types and values, or (``subject="road-users"``) of their pedestrians and
-    vehicles (launch/gallery.py): close-up and rare views a drive hardly collects."""
+    vehicles (launch/gallery.py): close-up and rare views a drive hardly collects. At 320×240
+    times ``scale``, as :func:`collect_training_data`."""
     from launch.camera_cmds import collect_dataset
     from launch.gallery import episode_views
     from perception.perceiver import default_camera
     from sim.scenario import load_scenario
 
     scenarios = [load_scenario(s) for s in training_scenarios()]
-    specs = [default_camera() for _ in scenarios]
+    specs = [default_camera(scale=scale) for _ in scenarios]
     source = functools.partial(episode_views, subject=subject)
     collect_dataset(
         scenarios, specs, out, views, episodes, seed, every=10, source=source, progress=progress

@@ -134,3 +134,20 @@ def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -
         LearnedPerceiver.from_files(
             str(out / f"{detector}.safetensors"), str(out / "stn.safetensors")
         )
+
+
+def test_a_set_collected_at_scale_2_is_the_same_views_at_twice_the_size(tmp_path: Path) -> None:
+    """``scale`` renders the sets make-default-weights collects with the perceiver's
+    ``camera_scale`` camera: the same episodes and views, 640×480 instead of 320×240."""
+    from launch.perception_commands import collect_gallery_data
+
+    sets = {
+        k: collect_gallery_data(tmp_path / str(k), 7, 1, 1, progress=False, scale=k) for k in (1, 2)
+    }
+    small, large = (json.loads(sets[k].read_text()) for k in (1, 2))
+    assert [im["file_name"] for im in small["images"]] == [
+        im["file_name"] for im in large["images"]
+    ]
+    assert {(im["width"], im["height"]) for im in small["images"]} == {(320, 240)}
+    assert {(im["width"], im["height"]) for im in large["images"]} == {(640, 480)}
+    assert small["splits"] == large["splits"]
