@@ -78,7 +78,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         latency_frames=args.latency_frames,
         min_height_px=args.min_height,
     )
-    result = evaluate(args.weights, args.classifier, args.data, settings, args.device)
+    result = evaluate(
+        args.weights, args.classifier, args.data, settings, args.device, args.read_data
+    )
     write_json(args.out, result)
     print(format_table(result))
     print(f"wrote {args.out}")
@@ -120,17 +122,22 @@ CLASSIFIER_SCENARIOS = (
 
 
 def collect_classifier_data(
-    out: Path, seed: int, episodes: int = 4, frames: int = 60, progress: bool = True
+    out: Path,
+    seed: int,
+    episodes: int = 4,
+    frames: int = 60,
+    progress: bool = True,
+    scale: int = 1,
 ) -> Path:
     """Extra frames for the STN classifier: ``frames`` per episode, one every 0.25 s, of sign- and
     light-rich drives (the same as ``perception collect --scenario red_lights ... --every 5
-    --width 320 --height 240``)."""
+    --width 320 --height 240``), at 320×240 times ``scale``, as :func:`collect_training_data`."""
     from launch.camera_cmds import collect_dataset
     from perception.perceiver import default_camera
     from sim.scenario import load_scenario
 
     scenarios = [load_scenario(s) for s in CLASSIFIER_SCENARIOS]
-    specs = [default_camera() for _ in scenarios]
+    specs = [default_camera(scale=scale) for _ in scenarios]
     collect_dataset(scenarios, specs, out, frames, episodes, seed, every=5, progress=progress)
     return out / "annotations.json"
 
@@ -188,37 +195,55 @@ def set_sizes(frames: int) -> dict[str, int]:
     }
 
 
+def read_scale() -> int:
+    """The scale of the camera the shipped perceiver's classifier reads
+    (``PerceiverSettings.read_scale``): make-default-weights collects its sets at it."""
+    from perception.perceiver import PerceiverSettings
+
+    return PerceiverSettings().read_scale
+
+
 def collect_sets(work: Path, frames: int, seed: int, jobs: int = 2) -> dict[str, float]:
-    """Collect the five sets make-default-weights trains on under ``work``, ``jobs`` at a time
-    (one process each), the longest first; the seconds each took, as ``collect_NAME_s``.
+    """Collect the seven sets make-default-weights trains on under ``work``, ``jobs`` at a time
+    (one process each), the longest first; the seconds each took, as ``collect_NAME_s``. The
+    classifier's four are rendered at :func:`read_scale` (two of them, ``data_read`` and
+    ``gallery_read``, the same views as the detectors' ``data`` and ``gallery``).
 
     Each set is a function of its own seed alone, so collecting them side by side writes what
     collecting them in turn writes (annotations.json's creation time aside)."""
     size = set_sizes(frames)
     g = size["gallery"]
-    sets: dict[str, tuple[Callable[..., Path], tuple[Any, ...]]] = {
-        # the classifier's own gallery takes longer than the other four together
+    k = {"scale": read_scale()}
+    sets: dict[str, tuple[Callable[..., Path], tuple[Any, ...], dict[str, Any]]] = {
+        # the classifier's own gallery takes longer than any other
         "classifier_gallery": (
             collect_gallery_data,
             (work / "classifier_gallery", seed + 200, CLASSIFIER_GALLERY_EPISODES, g),
+            k,
         ),
-        "gallery": (collect_gallery_data, (work / "gallery", seed + 100, EPISODES, g)),
-        "data": (collect_training_data, (work / "data", frames, seed, EPISODES)),
+        "gallery_read": (collect_gallery_data, (work / "gallery_read", seed + 100, EPISODES, g), k),
+        "gallery": (collect_gallery_data, (work / "gallery", seed + 100, EPISODES, g), {}),
+        "data_read": (collect_training_data, (work / "data_read", frames, seed, EPISODES), k),
+        "data": (collect_training_data, (work / "data", frames, seed, EPISODES), {}),
         "road_users": (
             collect_gallery_data,
             (work / "road_users", seed + 150, EPISODES, size["road_users"], "road-users"),
+            {},
         ),
         "signs_lights": (
             collect_classifier_data,
             (work / "signs_lights", seed + 50, EPISODES, size["signs_lights"]),
+            k,
         ),
     }
     print(f"collecting {', '.join(sets)}, {jobs} at a time", file=sys.stderr, flush=True)
     if jobs <= 1:
-        return {f"collect_{n}_s": _timed(fn, *a) for n, (fn, a) in sets.items()}
+        return {f"collect_{n}_s": _timed(fn, *a, **kw) for n, (fn, a, kw) in sets.items()}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        runs = {pool.submit(_timed, fn, *a, progress=False): n for n, (fn, a) in sets.items()}
+        runs = {
+            pool.submit(_timed, fn, *a, progress=False, **kw): n for n, (fn, a, kw) in sets.items()
+        }
         timings = {}
         for run in as_completed(runs):
             timings[f"collect_{runs[run]}_s"] = seconds = run.result()
@@ -266,14 +291,16 @@ def make_default_weights(
     gallery = work / "gallery"
     classifier_gallery = work / "classifier_gallery"
     road_users = work / "road_users"
+    data_read, gallery_read = work / "data_read", work / "gallery_read"  # at the read scale
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if collect:
         timings.update(collect_sets(work, frames, seed, jobs))
         timings["collect_s"] = time.perf_counter() - t0
-    # The classifier reads signs and heads; the detectors also learn the road users' views.
+    # The classifier reads signs and heads, from the camera at the read scale (its crops are
+    # cut from the sets' images at their own size); the detectors also learn the road users.
     sets = {
-        "stn": [data, extra, gallery, classifier_gallery],
+        "stn": [data_read, extra, gallery_read, classifier_gallery],
         "transformer": [data, gallery, road_users],
         "cnn": [data, gallery, road_users],
     }
@@ -359,6 +386,10 @@ def add_commands(perception: Any) -> None:
     ev.add_argument("--classifier", default=str(DEFAULT_CLASSIFIER), help="stn .safetensors")
     ev.add_argument("--data", required=True, help="dataset folder with annotations.json")
     ev.add_argument("--out", required=True, help="JSON file for the figures")
+    ev.add_argument(
+        "--read-data",
+        help="the same views at another size (e.g. 640x480), for the classifier's crops",
+    )
     ev.add_argument("--split", default="test")
     ev.add_argument("--device", type=_device, default="cpu")
     ev.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency: 1 core)")

@@ -107,11 +107,16 @@ def _learned(kind: str) -> Perceiver:
 
 
 def with_camera(scenario: Scenario, perceiver: Perceiver) -> Scenario:
-    """The scenario with the camera a learned perceiver reads, if it has none of that name."""
-    spec = getattr(perceiver, "camera_spec", None)
-    if spec is None or any(s.name == spec.name for s in scenario.sensors):
+    """The scenario with the cameras a learned perceiver reads, those it has none of that name."""
+    specs = getattr(perceiver, "camera_specs", None)
+    if specs is None:
+        spec = getattr(perceiver, "camera_spec", None)
+        specs = () if spec is None else (spec,)
+    have = {s.name for s in scenario.sensors}
+    new = [spec for spec in specs if spec.name not in have]
+    if not new:
         return scenario
-    return scenario.model_copy(update={"sensors": [*scenario.sensors, spec]})
+    return scenario.model_copy(update={"sensors": [*scenario.sensors, *new]})
 
 
 def _rl(policy: str) -> Planner:

@@ -24,6 +24,11 @@
   positions;
 - latency per frame at batch 1 on the chosen device (detector, decoding, classifier, placing),
   with the chip it ran on.
+
+With ``read_dir`` (``--read-data``), a second set of the same views at another size (collected
+with the same command but for ``--width/--height``), the classifier cuts every crop, detected
+and true, from that set's image of the view, as the perceiver does from its own camera at
+``PerceiverSettings.read_scale``; the detector and every box stay those of ``data_dir``.
 """
 
 from __future__ import annotations
@@ -111,6 +116,30 @@ def _frame(data: DetectionSet, i: int) -> tuple[CameraFrame, tuple[float, float]
     return CameraFrame(0.0, i, rgb, K, pose), scale
 
 
+def read_files(data: DetectionSet, read_dir: str | Path) -> list[Path]:
+    """Each image's view in ``read_dir``, a set of the same views at another size: the file of
+    the same name and image id there."""
+    root = Path(read_dir)
+    names = {str(im["file_name"]): int(im["id"]) for im in read_annotations(root)["images"]}
+    out = []
+    for f, image_id in zip(data.files, data.image_ids, strict=True):
+        name = f.relative_to(data.source).as_posix()
+        if names.get(name) != image_id:
+            raise DatasetError(
+                f"--read-data {root}: no image {name} with id {image_id}; it must be a set of "
+                f"the same views as {data.source} (the same collect command but for the size)"
+            )
+        out.append(root / name)
+    return out
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"{path}: missing or not an image")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
 def _sign_label(cls: int, value: float) -> str | None:
     c = DetectionClass(cls + 1)
     if c == DetectionClass.STOP_SIGN:
@@ -132,6 +161,7 @@ def evaluate(
     data_dir: str | Path,
     settings: EvalSettings = EvalSettings(),
     device: str = "cpu",
+    read_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every figure of the module docstring; return them as a JSON-ready dict."""
     perceiver = LearnedPerceiver.from_files(
@@ -143,25 +173,28 @@ def evaluate(
     ranker = LearnedPerceiver(perceiver.detector, perceiver.classifier, ranked, device)
     data = load_split(data_dir, settings.split, perceiver.input_hw, settings.limit)
     coco_all = read_annotations(data_dir)
+    reads = read_files(data, read_dir) if read_dir is not None else None
     dets: list[list[FrameDetection]] = []
     ranked_dets: list[list[FrameDetection]] = []
     for i in range(len(data)):
         frame, scale = _frame(data, i)
-        dets.append(_in_input_px(perceiver.detect(frame), scale))
-        ranked_dets.append(_in_input_px(ranker.detect(frame), scale))
+        read = _read_rgb(reads[i]) if reads is not None else None
+        dets.append(_in_input_px(perceiver.detect(frame, read), scale))
+        ranked_dets.append(_in_input_px(ranker.detect(frame, read), scale))
     result: dict[str, Any] = {
         "detector": str(detector),
         "classifier": str(classifier),
         "data": str(data_dir),
+        "read_data": None if read_dir is None else str(read_dir),
         "split": settings.split,
         "images": len(data),
         "settings": dataclasses.asdict(settings),
     }
     result["coco"] = _coco_map(data, coco_all, ranked_dets, settings)
-    result.update(_reading(data, dets, perceiver, settings))
+    result.update(_reading(data, dets, perceiver, settings, reads))
     result["found"] = _found(data, dets, settings)
     result["position_error_m"] = _position_error(data, dets)
-    result["latency_ms"] = _latency(perceiver, data, settings.latency_frames)
+    result["latency_ms"] = _latency(perceiver, data, settings.latency_frames, reads)
     result["device"] = device
     result["threads"] = torch.get_num_threads()
     result["processor"] = processor(device)  # the latency is this chip's: two of the
@@ -282,6 +315,7 @@ def _reading(
     dets: list[list[FrameDetection]],
     perceiver: LearnedPerceiver,
     s: EvalSettings,
+    reads: list[Path] | None = None,
 ) -> dict[str, Any]:
     ccfg: StnClassifierConfig = perceiver.ccfg
     red_as_green = {"detected": 0, "gt": 0}
@@ -308,7 +342,11 @@ def _reading(
         det_boxes = torch.tensor([d.box for d in ds]).reshape(-1, 4)
         match = _match(boxes[keep], det_boxes)
         # the true boxes cut from the image at its own size, as the perceiver cuts its boxes
+        # (from the classifier's own set of the views where there is one)
         rgb, (sx, sy) = _native(data, i)
+        if reads is not None:
+            rgb = _read_rgb(reads[i])
+            sx, sy = rgb.shape[1] / data.images.shape[3], rgb.shape[0] / data.images.shape[2]
         img = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         crops = crop_boxes(
             img.float().to(perceiver.device) / 255.0,
@@ -451,14 +489,18 @@ def _position_error(data: DetectionSet, dets: list[list[FrameDetection]]) -> dic
     return out
 
 
-def _latency(perceiver: LearnedPerceiver, data: DetectionSet, n: int) -> dict[str, Any]:
-    frames = [_frame(data, i % len(data))[0] for i in range(min(n, max(len(data), 1) * 10))]
-    for f in frames[:5]:
-        perceiver.detect(f)  # warm-up
+def _latency(
+    perceiver: LearnedPerceiver, data: DetectionSet, n: int, reads: list[Path] | None = None
+) -> dict[str, Any]:
+    picks = [i % len(data) for i in range(min(n, max(len(data), 1) * 10))]
+    frames = [_frame(data, i)[0] for i in picks]
+    rgbs = [_read_rgb(reads[i]) if reads is not None else None for i in picks]
+    for f, r in zip(frames[:5], rgbs[:5], strict=True):
+        perceiver.detect(f, r)  # warm-up
     times = []
-    for f in frames:
+    for f, r in zip(frames, rgbs, strict=True):
         t0 = time.perf_counter()
-        perceiver.detect(f)
+        perceiver.detect(f, r)
         if perceiver.device.type == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) * 1000)
@@ -496,7 +538,8 @@ def format_table(r: dict[str, Any]) -> str:
     """The figures as a plain-text table for people."""
     c = r["coco"]
     lines = [
-        f"{r['detector']}  on {r['data']} [{r['split']}]  ({r['images']} images)",
+        f"{r['detector']}  on {r['data']} [{r['split']}]  ({r['images']} images)"
+        + (f", signs and lights read from {r['read_data']}" if r.get("read_data") else ""),
         f"{'class':<18}{'AP@[.5:.95]':>12}{'AP@.5':>8}{'instances':>11}",
     ]
     for name, v in c["per_class"].items():

@@ -109,14 +109,18 @@ def default_camera(name: str = "front", scale: int = 1) -> CameraSpec:
 @dataclass(frozen=True)
 class PerceiverSettings:
     camera: str = "front"  # name of the camera sensor to read
-    camera_scale: int = 1  # its camera renders at this many times the detector's input. At 2
-    # (640×480) the detector sees each frame averaged down to its 320×240 and the classifier
-    # cuts its crops from the whole frame, where a sign 6 px across the detector's input has
-    # 12: the classifier then reads 98-100 % of the signs it was measured on (86-96 % at 1),
-    # but the shipped detectors, trained on 320×240 renders, box less well in averaged
-    # frames (the test split's mAP 0.512 -> 0.448), so 1 stays the default
-    # (docs/perception.md, "Signs read at twice the detector's resolution"). Sizes in px
+    camera_scale: int = 1  # its camera renders at this many times the detector's input; the
+    # detector sees each frame averaged down to its 320×240. The shipped detectors, trained on
+    # 320×240 renders, box less well in averaged 640×480 frames (the test split's mAP 0.512 ->
+    # 0.448: docs/perception.md, "Signs read at twice the detector's resolution"). Sizes in px
     # below are the detector's input px, whatever the frame's size.
+    read_scale: int = 2  # the classifier cuts its crops from a camera rendering this many times
+    # the detector's input: at camera_scale, the detector's own frame; otherwise a second
+    # camera at the same pose, named camera + "_read" (`read_camera`). At 2 (640×480) a sign
+    # 6 px across the detector's input has 12 px, the detector still sees the renders it was
+    # trained on, and the shipped classifier, trained on such crops, reads 99.5-100 % of the
+    # signs it was measured on, 76-96 % at 1 (docs/perception.md, "A second camera for the
+    # classifier"). The world renders both cameras.
     detect_period_s: float = 0.1  # run the networks this often; tracks fill the ticks between
     score_threshold: float = 0.35  # detector score to accept a box
     top_k: int = 64
@@ -219,6 +223,19 @@ class PerceiverSettings:
     # 62 px tall by the road, read "red", placed a head 6 m ahead at 0.5 m and held the ego
     # at a phantom red line (dense_traffic seed 1, traced 2026-12-03)
 
+    def __post_init__(self) -> None:
+        for name in ("camera_scale", "read_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 8:
+                raise DrivestackError(
+                    f"PerceiverSettings.{name} must be an integer from 1 to 8, got {v!r}"
+                )
+
+    @property
+    def read_camera(self) -> str:
+        """The camera the classifier reads: the detector's, or a second one at read_scale."""
+        return self.camera if self.read_scale == self.camera_scale else f"{self.camera}_read"
+
 
 @dataclass
 class Track:
@@ -300,7 +317,10 @@ class LearnedPerceiver:
         self.stride = int(dcfg.stride)
         self._masks = {g: ccfg.group_mask(g).to(self.device) for g in ("sign", "light")}
         self.camera_spec = default_camera(settings.camera, settings.camera_scale)  # the world
-        # renders it for the perceiver
+        # renders it for the perceiver, and the classifier's camera where that is another
+        self.camera_specs: tuple[CameraSpec, ...] = (self.camera_spec,)
+        if settings.read_camera != settings.camera:
+            self.camera_specs += (default_camera(settings.read_camera, settings.read_scale),)
         cam = self.camera_spec
         self._cam_K = intrinsics(cam.width, cam.height, cam.fov_deg)
         self._cam_pose = camera_pose(cam.x, cam.y, cam.z, cam.roll_deg, cam.pitch_deg, cam.yaw_deg)
@@ -339,17 +359,30 @@ class LearnedPerceiver:
                 f"learned perception needs camera '{self.cfg.camera}'; the observation has "
                 f"{sorted(obs.sensors) or 'no sensors'}"
             )
-        return self.perceive(frame, obs.ego, obs.route)
+        read = None
+        if self.cfg.read_camera != self.cfg.camera:
+            read = obs.sensors.get(self.cfg.read_camera)
+            if read is None:
+                raise DrivestackError(
+                    f"learned perception reads signs from camera '{self.cfg.read_camera}' "
+                    f"(read_scale {self.cfg.read_scale}); the observation has {sorted(obs.sensors)}"
+                )
+        return self.perceive(frame, obs.ego, obs.route, read)
 
     def perceive(
-        self, frame: CameraFrame, ego: VehicleState, route: RouteAhead | None = None
+        self,
+        frame: CameraFrame,
+        ego: VehicleState,
+        route: RouteAhead | None = None,
+        read: CameraFrame | None = None,
     ) -> PerceptionOutput:
-        """The stage's work for one tick: detect (at ``detect_period_s``), track, report."""
+        """The stage's work for one tick: detect (at ``detect_period_s``), track, report.
+        ``read``: the classifier's camera's frame of the same instant, if it has its own."""
         dets: list[FrameDetection] | None = None
         latency = 0.0
         if frame.valid and ego.t - self._last_detect_t >= self.cfg.detect_period_s - 1e-9:
             t0 = time.perf_counter()
-            dets = self.detect(frame)
+            dets = self.detect(frame, read.rgb if read is not None and read.valid else None)
             latency = time.perf_counter() - t0
             self.last_latency_s = latency
         return self.track(dets, ego, route, latency)
@@ -374,11 +407,14 @@ class LearnedPerceiver:
 
     # ---------------------------------------------------------------------- per frame
     @torch.inference_mode()
-    def detect(self, frame: CameraFrame) -> list[FrameDetection]:
-        """Boxes of one frame with classes, scores, classifier labels and ego-frame positions."""
+    def detect(
+        self, frame: CameraFrame, read_rgb: np.ndarray | None = None
+    ) -> list[FrameDetection]:
+        """Boxes of one frame with classes, scores, classifier labels and ego-frame positions.
+        ``read_rgb``: the same view from the classifier's camera (any size), where it has one
+        of its own; its crops are cut from it."""
         h0, w0 = frame.rgb.shape[:2]
-        img = torch.from_numpy(np.ascontiguousarray(frame.rgb)).to(self.device)
-        img = img.permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H0, W0)
+        img = _image(frame.rgb, self.device)  # (1, 3, H0, W0)
         h, w = self.input_hw
         x = img if (h0, w0) == (h, w) else F.interpolate(img, size=(h, w), mode="area")
         det: Detections = decode(
@@ -397,10 +433,13 @@ class LearnedPerceiver:
         read = [i for i, c in enumerate(classes) if GROUP[c] in ("sign", "light")]
         heads = [False] * len(classes)  # whose crop the classifier finds a light head in
         if read:
-            # crops from the whole frame: a larger camera gives the classifier more pixels
+            # crops from the classifier's own camera where it has one, else the whole frame:
+            # a larger camera gives the classifier more pixels
+            src = img if read_rgb is None else _image(read_rgb, self.device)
+            rx, ry = src.shape[3] / w0, src.shape[2] / h0
             crops = crop_boxes(
-                img,
-                boxes[read],
+                src,
+                boxes[read] * torch.tensor([rx, ry, rx, ry], device=self.device),
                 torch.zeros(len(read), dtype=torch.long, device=self.device),
                 self.ccfg.crop,
                 self.ccfg.margin,
@@ -803,6 +842,12 @@ class LearnedPerceiver:
         return np.array(
             [np.interp(s, s_route, route.xy[:, 0]), np.interp(s, s_route, route.xy[:, 1])]
         )
+
+
+def _image(rgb: np.ndarray, device: torch.device) -> Tensor:
+    """An HWC uint8 RGB image as a (1, 3, H, W) float batch in [0, 1] on ``device``."""
+    img = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    return img.permute(2, 0, 1)[None].float() / 255.0
 
 
 def _range(p: np.ndarray, pose: np.ndarray) -> float:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -291,6 +293,33 @@ def random_crop(
     return images[:, :, y0 : y0 + ch, x0 : x0 + cw], out_boxes, out_ignore, (y0, x0)
 
 
+def context_patches(data: DetectionSet, img_idx: Tensor, ctx: Tensor) -> Tensor:
+    """``CONTEXT_PX``-square patches of the regions ``ctx`` (input px) of the images
+    ``img_idx``, as uint8. An image the set holds larger than the network's input (a 640×480
+    view) is cut at its own size, as the perceiver cuts its crops from its classifier's camera,
+    so the classifier learns the sharper crops it will read there."""
+    out = torch.empty(len(ctx), 3, CONTEXT_PX, CONTEXT_PX, dtype=torch.uint8)
+    native = (data.scales != 1.0).any(1)
+    at_input = [k for k in range(len(ctx)) if not native[img_idx[k]]]
+    for s in range(0, len(at_input), 256):
+        sel = torch.tensor(at_input[s : s + 256], dtype=torch.long)
+        uniq, inv = torch.unique(img_idx[sel], return_inverse=True)
+        imgs = data.images[uniq].float() / 255.0
+        out[sel] = (crop_boxes(imgs, ctx[sel], inv, CONTEXT_PX, 0.0) * 255).round().to(torch.uint8)
+    for i in torch.unique(img_idx[native[img_idx]]).tolist():
+        sel = (img_idx == i).nonzero()[:, 0]
+        bgr = cv2.imread(str(data.files[i]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"{data.files[i]}: missing or not an image")
+        img = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)[None]
+        sx, sy = (float(v) for v in data.scales[i])
+        big = ctx[sel] * torch.tensor([sx, sy, sx, sy])
+        crops = crop_boxes(img.float() / 255.0, big, torch.zeros(len(sel), dtype=torch.long),
+                           CONTEXT_PX, 0.0)  # fmt: skip
+        out[sel] = (crops * 255).round().to(torch.uint8)
+    return out
+
+
 class CropBatches:
     """Shuffled batches of sign/light crops, re-cut with a jittered box every time."""
 
@@ -306,13 +335,7 @@ class CropBatches:
         wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
         c = (boxes[:, :2] + boxes[:, 2:]) / 2
         ctx = torch.cat([c - wh * CONTEXT_SCALE / 2, c + wh * CONTEXT_SCALE / 2], 1)
-        patches = []
-        for s in range(0, len(boxes), 256):
-            sel = torch.arange(s, min(s + 256, len(boxes)))
-            uniq, inv = torch.unique(img_idx[sel], return_inverse=True)
-            imgs = data.images[uniq].float() / 255.0
-            patches.append(crop_boxes(imgs, ctx[sel], inv, CONTEXT_PX, 0.0))
-        self.patches = (torch.cat(patches) * 255).round().to(torch.uint8)  # (N, 3, 64, 64)
+        self.patches = context_patches(data, img_idx, ctx)  # (N, 3, 64, 64) uint8
         half = CONTEXT_PX / (2 * CONTEXT_SCALE)
         centre = CONTEXT_PX / 2
         self.box = torch.tensor([centre - half, centre - half, centre + half, centre + half])

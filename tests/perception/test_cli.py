@@ -103,20 +103,32 @@ def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["max_steps"] == 2 and manifest["jobs"] == 2
     assert manifest["data"]["cnn"] == [str(work / s) for s in ("data", "gallery", "road_users")]
-    stn_sets = ("data", "signs_lights", "gallery", "classifier_gallery")  # its own gallery too
+    # its own gallery too, and its four sets at the camera it reads
+    stn_sets = ("data_read", "signs_lights", "gallery_read", "classifier_gallery")
     assert manifest["data"]["stn"] == [str(work / s) for s in stn_sets]
+    for name in (*stn_sets, "data", "gallery", "road_users"):
+        size = {2: (640, 480), 1: (320, 240)}[2 if name in stn_sets else 1]
+        images = json.loads((work / name / "annotations.json").read_text())["images"]
+        assert {(im["width"], im["height"]) for im in images} == {size}, name
+    for name in ("data", "gallery"):  # the detectors' sets and the classifier's: the same views
+        a, b = (
+            json.loads((work / n / "annotations.json").read_text()) for n in (name, f"{name}_read")
+        )
+        assert [im["file_name"] for im in a["images"]] == [im["file_name"] for im in b["images"]]
     classifier_gallery = json.loads((work / "classifier_gallery" / "annotations.json").read_text())
     assert len(classifier_gallery["images"]) == 3 * len(
         json.loads((work / "gallery" / "annotations.json").read_text())["images"]
     )  # three times the shared gallery's episodes, as many views each
     data = json.loads((work / "data" / "annotations.json").read_text())
     assert len(data["images"]) == 40 and all(data["splits"][s] for s in ("train", "val", "test"))
-    sets = ("classifier_gallery", "gallery", "data", "road_users", "signs_lights")
-    assert all(manifest["timings_s"][f"collect_{s}_s"] > 0 for s in sets)
+    sets = ("classifier_gallery", "gallery_read", "gallery", "data_read", "data", "road_users")
+    assert all(manifest["timings_s"][f"collect_{s}_s"] > 0 for s in (*sets, "signs_lights"))
     # collected side by side, in processes of their own, a set is what collecting it alone writes
     serial = tmp_path / "serial"
     collect_training_data(serial / "data", 40, 0, EPISODES)
-    collect_classifier_data(serial / "signs_lights", 50, EPISODES, set_sizes(40)["signs_lights"])
+    collect_classifier_data(
+        serial / "signs_lights", 50, EPISODES, set_sizes(40)["signs_lights"], scale=2
+    )
     for name in ("data", "signs_lights"):
         alone, beside = serial / name, work / name
         files = sorted(p.relative_to(alone) for p in (alone / "images").iterdir())
@@ -138,16 +150,19 @@ def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -
 
 def test_a_set_collected_at_scale_2_is_the_same_views_at_twice_the_size(tmp_path: Path) -> None:
     """``scale`` renders the sets make-default-weights collects with the perceiver's
-    ``camera_scale`` camera: the same episodes and views, 640×480 instead of 320×240."""
-    from launch.perception_commands import collect_gallery_data
+    ``camera_scale`` (or ``read_scale``) camera: the same episodes and views, 640×480 instead
+    of 320×240."""
+    from launch.perception_commands import collect_classifier_data, collect_gallery_data
 
-    sets = {
-        k: collect_gallery_data(tmp_path / str(k), 7, 1, 1, progress=False, scale=k) for k in (1, 2)
-    }
-    small, large = (json.loads(sets[k].read_text()) for k in (1, 2))
-    assert [im["file_name"] for im in small["images"]] == [
-        im["file_name"] for im in large["images"]
-    ]
-    assert {(im["width"], im["height"]) for im in small["images"]} == {(320, 240)}
-    assert {(im["width"], im["height"]) for im in large["images"]} == {(640, 480)}
-    assert small["splits"] == large["splits"]
+    for collect in (collect_gallery_data, collect_classifier_data):
+        sets = {
+            k: collect(tmp_path / f"{collect.__name__}{k}", 7, 1, 1, progress=False, scale=k)
+            for k in (1, 2)
+        }
+        small, large = (json.loads(sets[k].read_text()) for k in (1, 2))
+        assert [im["file_name"] for im in small["images"]] == [
+            im["file_name"] for im in large["images"]
+        ]
+        assert {(im["width"], im["height"]) for im in small["images"]} == {(320, 240)}
+        assert {(im["width"], im["height"]) for im in large["images"]} == {(640, 480)}
+        assert small["splits"] == large["splits"]

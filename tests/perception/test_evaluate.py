@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from perception.data import DetectionSet
+from perception.data import DatasetError, DetectionSet
 from perception.evaluate import EvalSettings, _coco_map, _found, _reading, evaluate
 from perception.models.stn_classifier import StnClassifier, StnClassifierConfig
 from perception.perceiver import WEIGHTS_DIR, FrameDetection, PerceiverSettings
@@ -181,3 +181,28 @@ def test_a_set_at_twice_the_detectors_size_is_scored_in_its_own_pixels(tmp_path:
     assert b["position_error_m"] == pytest.approx(a["position_error_m"], abs=1e-3)
     for group in ("signs", "lights"):  # read on the same boxes, cut from the larger images
         assert b[group]["instances"] == a[group]["instances"]
+
+
+def test_a_second_set_of_the_views_gives_the_classifier_its_crops(tmp_path: Path) -> None:
+    # --read-data: the detector boxes the 320×240 set, the classifier reads the 640×480 set's
+    # images of the same views. COCO figures are the small set's, and the readings those the
+    # perceiver makes of the large set (whose frames the detector sees averaged to the small).
+    small = make_dataset(tmp_path / "small", n_images=6, size=(320, 240))
+    large = _twice_as_large(small, tmp_path / "large")
+    settings = EvalSettings(split="all", latency_frames=1)
+    det, clf = WEIGHTS_DIR / "cnn.safetensors", WEIGHTS_DIR / "stn.safetensors"
+    a, b = (evaluate(det, clf, d, settings) for d in (small, large))
+    r = evaluate(det, clf, small, settings, read_dir=large)
+    assert r["read_data"] == str(large) and a["read_data"] is None
+    assert r["coco"] == a["coco"] and r["found"] == a["found"]
+    assert r["position_error_m"] == a["position_error_m"]
+    assert a["signs"] != b["signs"]  # the classifier reads the two sets' crops differently
+    for group in ("signs", "lights"):
+        assert r[group] == b[group], group
+    assert r["confusion"] == b["confusion"]
+    # a set of other views is refused, naming the image it lacks
+    coco = json.loads((large / "annotations.json").read_text())
+    coco["images"][0]["file_name"] = "images/elsewhere.png"
+    (large / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match=r"--read-data .*: no image images/.* with id"):
+        evaluate(det, clf, small, settings, read_dir=large)

@@ -113,3 +113,46 @@ def test_crowd_regions_are_taught_as_background_exactly_as_if_absent() -> None:
     with torch.no_grad():
         c = DetectorBatches(crowded, cfg, stride=4).loss(model, idx, None, cpu)
     assert not torch.equal(a["total"], c["total"])
+
+
+def test_the_classifier_learns_crops_cut_from_a_larger_views_own_pixels(tmp_path: Path) -> None:
+    # The same views at 320×240 and at 640×480 with a fine checker added that a 2×2 average
+    # removes: both load as the same input images, but the larger set's context patches are
+    # cut from its own pixels (checkered), as the perceiver cuts crops from a larger camera.
+    import json
+
+    import cv2
+    import numpy as np
+
+    from perception.data import crop_targets, load_split
+    from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
+    from perception.train import CONTEXT_PX, context_patches
+    from tests.perception.synthetic import make_dataset
+
+    small = make_dataset(tmp_path / "small", n_images=4, size=(320, 240))
+    large = tmp_path / "large"
+    (large / "images").mkdir(parents=True)
+    coco = json.loads((small / "annotations.json").read_text())
+    checker = np.indices((480, 640)).sum(0) % 2 * 40 - 20  # +-20, zero over any 2x2 block
+    for im in coco["images"]:
+        bgr = cv2.imread(str(small / im["file_name"]))
+        assert bgr is not None
+        img = np.repeat(np.repeat(bgr.astype(np.int32), 2, 0), 2, 1)
+        img += checker[..., None] * ((img >= 20) & (img <= 235))  # never clipped
+        cv2.imwrite(str(large / im["file_name"]), img.astype(np.uint8))
+        im["width"], im["height"] = 640, 480
+    for a in coco["annotations"]:
+        a["bbox"] = [2 * v for v in a["bbox"]]
+    (large / "annotations.json").write_text(json.dumps(coco))
+    a, b = (load_split(d, "all", (240, 320)) for d in (small, large))
+    assert torch.equal(a.images, b.images)  # the checker averages out where pixels are not
+    idx, boxes, _ = crop_targets(a, StnClassifierConfig(), 4.0)
+    assert len(idx) > 0 and torch.equal(crop_targets(b, StnClassifierConfig(), 4.0)[1], boxes)
+    pa, pb = context_patches(a, idx, boxes), context_patches(b, idx, boxes)
+    # at the input size: the patches the images in memory give
+    direct = crop_boxes(
+        a.images[idx].float() / 255.0, boxes, torch.arange(len(idx)), CONTEXT_PX, 0.0
+    )
+    assert torch.equal(pa, (direct * 255).round().to(torch.uint8))
+    # the larger set's own pixels, checker and all (the checker is +-20)
+    assert float((pb.float() - pa.float()).abs().mean()) > 5.0
