@@ -133,8 +133,9 @@ def build_configured_stack(
             raise DrivestackError(f"{name}: {type(stage).__name__} has no settings to change")
         new = _rebuild(default, values, name)
         if new != default:
+            rebuild = getattr(stage, "with_settings", None)  # a stage holding more than settings
             try:
-                stages[i] = type(stage)(new)  # type: ignore[call-arg]
+                stages[i] = rebuild(new) if rebuild else type(stage)(new)  # type: ignore[call-arg]
             except TypeError:
                 raise DrivestackError(
                     f"{name}: {type(stage).__name__} cannot be rebuilt with changed settings "

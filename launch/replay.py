@@ -290,7 +290,13 @@ def _recorded_settings(rec: Recording, cfg: StackConfig) -> dict[str, dict[str, 
         "planning": recorded.planner == cfg.planner,
         "control": recorded.controller == cfg.controller,
     }
-    return {stage: settings.get(stage, {}) for stage in STAGES if same[stage]}
+    out = {stage: dict(settings.get(stage, {})) for stage in STAGES if same[stage]}
+    learned = recorded.perception in ("cnn", "transformer") and "perception" in out
+    if learned and "read_scale" not in out["perception"]:
+        # recorded before the classifier had a camera of its own (2026-12-06): it read the
+        # detector's, and the recording holds no other
+        out["perception"]["read_scale"] = out["perception"].get("camera_scale", 1)
+    return out
 
 
 # -------------------------------------------------------------------------------- open loop

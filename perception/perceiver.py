@@ -338,6 +338,11 @@ class LearnedPerceiver:
         clf = load_model(classifier, expect="stn", device=device)
         return cls(det, clf, settings, device)
 
+    def with_settings(self, settings: PerceiverSettings) -> LearnedPerceiver:
+        """A perceiver with the same networks on the same device and other settings (a replay's
+        ``--set perception.FIELD=V``)."""
+        return LearnedPerceiver(self.detector, self.classifier, settings, str(self.device))
+
     def reset(self) -> None:
         self.tracks: list[Track] = []
         self._next_id = 1

@@ -177,3 +177,35 @@ def test_a_bad_setting_is_refused_in_one_line(recorded: Path) -> None:
     proc = cli("replay", str(recorded), "--set", "steering=1")
     assert proc.returncode == 2
     assert "expected STAGE.FIELD=VALUE" in proc.stderr
+
+
+def test_a_learned_perceivers_recording_from_before_its_second_camera_replays(
+    tmp_path: Path,
+) -> None:
+    # A recording made with learned perception before the classifier had a camera of its own
+    # (2026-12-06) holds one camera and no read_scale: replayed, the perceiver reads that
+    # camera's frame for its crops, as it did; --set can change a learned perceiver's settings.
+    from launch.record import build_configured_stack, record_episode
+    from launch.replay import _recorded_settings
+    from launch.stack import build_stack, make_world
+    from perception.perceiver import LearnedPerceiver
+    from sim.scenario import load_scenario
+
+    cfg = StackConfig(perception="cnn")
+    path = tmp_path / "cnn.mcap"
+    stack = build_stack(cfg)
+    record_episode(path, make_world(cfg.backend), stack, cfg, load_scenario("red_lights"), 0, 4)
+    rec = read_recording(path)
+    assert rec.config["settings"]["perception"]["read_scale"] == 2
+    assert _recorded_settings(rec, cfg)["perception"]["read_scale"] == 2
+    old = rec.config["settings"]["perception"].pop("read_scale")
+    assert old == 2 and _recorded_settings(rec, cfg)["perception"]["read_scale"] == 1
+    replayed = build_configured_stack(cfg, _recorded_settings(rec, cfg)).perceiver
+    assert isinstance(replayed, LearnedPerceiver) and replayed.cfg.read_camera == "front"
+    assert [c.name for c in replayed.camera_specs] == ["front"]
+    obs = next(iter(rec.observations()))
+    del obs.sensors["front_read"]  # as a one-camera recording holds
+    assert replayed.update(obs).t == obs.t
+    changed = build_configured_stack(cfg, None, {"perception": {"score_threshold": "0.5"}})
+    assert isinstance(changed.perceiver, LearnedPerceiver)
+    assert changed.perceiver.cfg.score_threshold == 0.5
