@@ -27,7 +27,7 @@ from sim.messages import (
     VehicleParams,
     VehicleState,
 )
-from sim.scenario import Scenario
+from sim.scenario import CameraSpec, Scenario
 from sim.world import EmbeddedWorld, EpisodeResult
 
 BACKENDS = ("embedded", "carla")
@@ -107,13 +107,34 @@ def _learned(kind: str) -> Perceiver:
 
 
 def with_camera(scenario: Scenario, perceiver: Perceiver) -> Scenario:
-    """The scenario with the cameras a learned perceiver reads, those it has none of that name."""
-    specs = getattr(perceiver, "camera_specs", None)
+    """The scenario with the cameras a learned perceiver reads, those it has none of that name.
+    Its first camera is the detector's; a further one (the classifier's) is added at the pose
+    and optics of the scenario's own camera of the first's name where it has one, scaled as
+    the perceiver scales it."""
+    specs: tuple[CameraSpec, ...] | None = getattr(perceiver, "camera_specs", None)
     if specs is None:
         spec = getattr(perceiver, "camera_spec", None)
         specs = () if spec is None else (spec,)
-    have = {s.name for s in scenario.sensors}
-    new = [spec for spec in specs if spec.name not in have]
+    if not specs:
+        return scenario
+    first = specs[0]
+    have = {s.name: s for s in scenario.sensors}
+    new = []
+    for spec in specs:
+        if spec.name in have:
+            continue
+        own = have.get(first.name)
+        if spec is not first and own is not None:
+            k = spec.width / first.width
+            spec = own.model_copy(
+                update={
+                    "name": spec.name,
+                    "width": round(own.width * k),
+                    "height": round(own.height * k),
+                    "blur_px": own.blur_px * k,
+                }
+            )
+        new.append(spec)
     if not new:
         return scenario
     return scenario.model_copy(update={"sensors": [*scenario.sensors, *new]})

@@ -17,7 +17,7 @@ from perception.perceiver import (
 )
 from sim.errors import DrivestackError
 from sim.messages import DetectionClass
-from sim.scenario import load_scenario
+from sim.scenario import CameraSpec, load_scenario
 from sim.world import EmbeddedWorld
 
 torch.set_num_threads(1)
@@ -85,6 +85,12 @@ def test_a_second_camera_for_the_classifier_joins_the_scenario_and_is_read() -> 
         "width": 0,
         "height": 0,
     }  # the same pose, field of view and optics
+    # a scenario's own camera of the detector's name gives the second camera its pose and optics
+    own = CameraSpec(name="front", width=400, height=300, pitch_deg=8.0, z=1.7, blur_px=0.5)
+    mine = with_camera(load_scenario("town_loop").model_copy(update={"sensors": [own]}), perceiver)
+    assert mine.sensors[1] == own.model_copy(
+        update={"name": "front_read", "width": 800, "height": 600, "blur_px": 1.0}
+    )
     obs = EmbeddedWorld().reset(scenario, 0)
     out = perceiver.update(obs)
     assert out.latency_s > 0.0
