@@ -115,6 +115,14 @@ def split_ids(coco: dict[str, Any], split: str, source: str = "dataset") -> list
     return [int(i) for i in (ids["image_ids"] if isinstance(ids, dict) else ids)]
 
 
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as HWC uint8 RGB at its own size."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"{path}: missing or not an image")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
 def load_split(
     data_dir: str | Path | list[str] | list[Path],
     split: str,
@@ -147,14 +155,12 @@ def load_split(
         im = by_id.get(image_id)
         if im is None:
             raise DatasetError(f"{root}: split {split!r} names image {image_id}, which is missing")
-        bgr = cv2.imread(str(root / im["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"{root / im['file_name']}: missing or not an image")
-        oh, ow = bgr.shape[:2]
+        rgb = read_rgb(root / im["file_name"])
+        oh, ow = rgb.shape[:2]
         if (oh, ow) != (h, w):
-            bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         out.files.append(root / im["file_name"])
-        images[n] = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)))
+        images[n] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
         sx, sy = ow / w, oh / h
         out.scales[n] = torch.tensor([sx, sy])
         b, lab, val, st, occ, trunc, crowd, pos = [], [], [], [], [], [], [], []

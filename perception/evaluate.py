@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from pycocotools.coco import COCO
@@ -58,6 +57,7 @@ from perception.data import (
     DetectionSet,
     load_split,
     read_annotations,
+    read_rgb,
     readable,
     split_ids,
 )
@@ -89,10 +89,7 @@ def _native(data: DetectionSet, i: int) -> tuple[np.ndarray, tuple[float, float]
     file, else at the network's input size; with its px per input px (x, y)."""
     sx, sy = (float(v) for v in data.scales[i])
     if data.files and (sx, sy) != (1.0, 1.0):
-        bgr = cv2.imread(str(data.files[i]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"{data.files[i]}: missing or not an image")
-        return np.ascontiguousarray(bgr[:, :, ::-1]), (sx, sy)
+        return read_rgb(data.files[i]), (sx, sy)
     return np.ascontiguousarray(data.images[i].permute(1, 2, 0).numpy()), (1.0, 1.0)
 
 
@@ -133,13 +130,6 @@ def read_files(data: DetectionSet, read_dir: str | Path) -> list[Path]:
     return out
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f"{path}: missing or not an image")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
 def _sign_label(cls: int, value: float) -> str | None:
     c = DetectionClass(cls + 1)
     if c == DetectionClass.STOP_SIGN:
@@ -178,7 +168,7 @@ def evaluate(
     ranked_dets: list[list[FrameDetection]] = []
     for i in range(len(data)):
         frame, scale = _frame(data, i)
-        read = _read_rgb(reads[i]) if reads is not None else None
+        read = read_rgb(reads[i]) if reads is not None else None
         dets.append(_in_input_px(perceiver.detect(frame, read), scale))
         ranked_dets.append(_in_input_px(ranker.detect(frame, read), scale))
     result: dict[str, Any] = {
@@ -345,7 +335,7 @@ def _reading(
         # (from the classifier's own set of the views where there is one)
         rgb, (sx, sy) = _native(data, i)
         if reads is not None:
-            rgb = _read_rgb(reads[i])
+            rgb = read_rgb(reads[i])
             sx, sy = rgb.shape[1] / data.images.shape[3], rgb.shape[0] / data.images.shape[2]
         img = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         crops = crop_boxes(
@@ -494,7 +484,7 @@ def _latency(
 ) -> dict[str, Any]:
     picks = [i % len(data) for i in range(min(n, max(len(data), 1) * 10))]
     frames = [_frame(data, i)[0] for i in picks]
-    rgbs = [_read_rgb(reads[i]) if reads is not None else None for i in picks]
+    rgbs = [read_rgb(reads[i]) if reads is not None else None for i in picks]
     for f, r in zip(frames[:5], rgbs[:5], strict=True):
         perceiver.detect(f, r)  # warm-up
     times = []

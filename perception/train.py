@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -38,6 +36,7 @@ from perception.data import (
     crop_targets,
     jitter_boxes,
     load_split,
+    read_rgb,
 )
 from perception.export import (
     ARCHITECTURES,
@@ -308,10 +307,7 @@ def context_patches(data: DetectionSet, img_idx: Tensor, ctx: Tensor) -> Tensor:
         out[sel] = (crop_boxes(imgs, ctx[sel], inv, CONTEXT_PX, 0.0) * 255).round().to(torch.uint8)
     for i in torch.unique(img_idx[native[img_idx]]).tolist():
         sel = (img_idx == i).nonzero()[:, 0]
-        bgr = cv2.imread(str(data.files[i]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"{data.files[i]}: missing or not an image")
-        img = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1)[None]
+        img = torch.from_numpy(read_rgb(data.files[i])).permute(2, 0, 1)[None]
         sx, sy = (float(v) for v in data.scales[i])
         big = ctx[sel] * torch.tensor([sx, sy, sx, sy])
         crops = crop_boxes(img.float() / 255.0, big, torch.zeros(len(sel), dtype=torch.long),
