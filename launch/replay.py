@@ -399,8 +399,13 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def _image_frame(acc: _APAccumulator, obs: Observation, p: PerceptionOutput) -> bool:
     """Image-box IoU ≥ 0.5 matching against the camera's ground-truth boxes; False when the
-    frame has no labelled camera or the detections carry no image boxes."""
-    cams = [c for c in obs.sensors.values() if c.boxes is not None and c.box_class is not None]
+    tick has no labelled camera frame taken at it (a camera with a ``sensor_tick`` holds its
+    frame on between captures: that frame counts once) or the detections carry no image boxes."""
+    cams = [
+        c
+        for c in obs.sensors.values()
+        if c.frame == obs.frame and c.boxes is not None and c.box_class is not None
+    ]
     if not cams or not any(o.box is not None for o in p.objects):
         return False
     cam = cams[0]

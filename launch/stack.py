@@ -110,7 +110,7 @@ def with_camera(scenario: Scenario, perceiver: Perceiver) -> Scenario:
     """The scenario with the cameras a learned perceiver reads, those it has none of that name.
     Its first camera is the detector's; a further one (the classifier's) is added at the pose
     and optics of the scenario's own camera of the first's name where it has one, scaled as
-    the perceiver scales it."""
+    the perceiver scales it, at the perceiver's capture rate."""
     specs: tuple[CameraSpec, ...] | None = getattr(perceiver, "camera_specs", None)
     if specs is None:
         spec = getattr(perceiver, "camera_spec", None)
@@ -132,6 +132,7 @@ def with_camera(scenario: Scenario, perceiver: Perceiver) -> Scenario:
                     "width": round(own.width * k),
                     "height": round(own.height * k),
                     "blur_px": own.blur_px * k,
+                    "sensor_tick": spec.sensor_tick,  # the perceiver's rate, not the scenario's
                 }
             )
         new.append(spec)

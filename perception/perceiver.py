@@ -99,11 +99,13 @@ def default_perceiver(kind: str, device: str | None = None) -> LearnedPerceiver:
     )
 
 
-def default_camera(name: str = "front", scale: int = 1) -> CameraSpec:
+def default_camera(name: str = "front", scale: int = 1, sensor_tick: float = 0.0) -> CameraSpec:
     """The forward camera learned perception's weights were trained for: 320×240 (times
     ``scale``: ``PerceiverSettings.camera_scale``), 90° horizontal field of view, 1.5 m up and
-    1.5 m ahead of the rear axle, 5° down."""
-    return CameraSpec(name=name, width=320 * scale, height=240 * scale, fov_deg=90.0)
+    1.5 m ahead of the rear axle, 5° down; a frame every ``sensor_tick`` s (0: every tick)."""
+    return CameraSpec(
+        name=name, width=320 * scale, height=240 * scale, fov_deg=90.0, sensor_tick=sensor_tick
+    )
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,9 @@ class PerceiverSettings:
     # trained on, and the shipped classifier, trained on such crops, reads 99.5-100 % of the
     # signs it was measured on, 76-96 % at 1 (docs/perception.md, "A second camera for the
     # classifier"). The world renders both cameras.
-    detect_period_s: float = 0.1  # run the networks this often; tracks fill the ticks between
+    detect_period_s: float = 0.1  # run the networks this often; tracks fill the ticks between.
+    # The perceiver's cameras take a frame this often too (their ``sensor_tick``): rendering
+    # the ticks between, which nothing read, cost half the world's time in a closed loop
     score_threshold: float = 0.35  # detector score to accept a box
     top_k: int = 64
     nms_iou: float = 0.6  # a box overlapping a better one of its class by more is dropped ...
@@ -230,6 +234,12 @@ class PerceiverSettings:
                 raise DrivestackError(
                     f"PerceiverSettings.{name} must be an integer from 1 to 8, got {v!r}"
                 )
+        p = self.detect_period_s
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 10.0:
+            raise DrivestackError(
+                f"PerceiverSettings.detect_period_s must be a number of seconds from 0 to 10 "
+                f"(0: every tick), got {p!r}"
+            )
 
     @property
     def read_camera(self) -> str:
@@ -316,11 +326,14 @@ class LearnedPerceiver:
         self.input_hw: tuple[int, int] = (int(dcfg.input_hw[0]), int(dcfg.input_hw[1]))
         self.stride = int(dcfg.stride)
         self._masks = {g: ccfg.group_mask(g).to(self.device) for g in ("sign", "light")}
-        self.camera_spec = default_camera(settings.camera, settings.camera_scale)  # the world
-        # renders it for the perceiver, and the classifier's camera where that is another
+        # The world renders these for the perceiver: the detector's camera, and the
+        # classifier's where that is another, each taking a frame at every detection step
+        # only (``sensor_tick``): the ticks between read none
+        tick = settings.detect_period_s
+        self.camera_spec = default_camera(settings.camera, settings.camera_scale, tick)
         self.camera_specs: tuple[CameraSpec, ...] = (self.camera_spec,)
         if settings.read_camera != settings.camera:
-            self.camera_specs += (default_camera(settings.read_camera, settings.read_scale),)
+            self.camera_specs += (default_camera(settings.read_camera, settings.read_scale, tick),)
         cam = self.camera_spec
         self._cam_K = intrinsics(cam.width, cam.height, cam.fov_deg)
         self._cam_pose = camera_pose(cam.x, cam.y, cam.z, cam.roll_deg, cam.pitch_deg, cam.yaw_deg)
@@ -381,13 +394,17 @@ class LearnedPerceiver:
         route: RouteAhead | None = None,
         read: CameraFrame | None = None,
     ) -> PerceptionOutput:
-        """The stage's work for one tick: detect (at ``detect_period_s``), track, report.
-        ``read``: the classifier's camera's frame of the same instant, if it has its own."""
+        """The stage's work for one tick: detect (at ``detect_period_s``, on a frame taken this
+        tick: a camera with a ``sensor_tick`` hands its last frame on between), track, report.
+        ``read``: the classifier's camera's frame, if it has its own (used when it was taken
+        with ``frame``)."""
         dets: list[FrameDetection] | None = None
         latency = 0.0
-        if frame.valid and ego.t - self._last_detect_t >= self.cfg.detect_period_s - 1e-9:
+        due = ego.t - self._last_detect_t >= self.cfg.detect_period_s - 1e-9
+        if frame.valid and due and _taken_at(frame, ego.t):
             t0 = time.perf_counter()
-            dets = self.detect(frame, read.rgb if read is not None and read.valid else None)
+            paired = read is not None and read.valid and _taken_at(read, frame.t)
+            dets = self.detect(frame, read.rgb if paired and read is not None else None)
             latency = time.perf_counter() - t0
             self.last_latency_s = latency
         return self.track(dets, ego, route, latency)
@@ -847,6 +864,11 @@ class LearnedPerceiver:
         return np.array(
             [np.interp(s, s_route, route.xy[:, 0]), np.interp(s, s_route, route.xy[:, 1])]
         )
+
+
+def _taken_at(frame: CameraFrame, t: float) -> bool:
+    """Whether ``frame`` was taken at time ``t`` (s), not held on from an earlier capture."""
+    return abs(frame.t - t) < 1e-6
 
 
 def _image(rgb: np.ndarray, device: torch.device) -> Tensor:

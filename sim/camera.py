@@ -11,8 +11,9 @@ numpy/OpenCV on the CPU (docs/camera.md):
    semantic, instance and exact planar depth looked up per pixel; boxes from the same outlines;
 3. **weather**: fog by depth, then optional blur and sensor noise.
 
-A scenario's ``sensors`` list makes the world render its cameras every tick into
-``Observation.sensors``; without one nothing is rendered and nothing is paid.
+A scenario's ``sensors`` list makes the world render its cameras into ``Observation.sensors``
+(``Camera.sense``: every tick, or every ``sensor_tick`` seconds with the last frame held
+between); without one nothing is rendered and nothing is paid.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Camera:
         self._lut = self.light.lut()
         self._buffers = Buffers.make(w, h)
         self._props = Props()
+        self._last: CameraFrame | None = None  # the frame ``sense`` took last
 
     @classmethod
     def for_scenario(cls, scenario: Scenario, road_map: RoadMap, seed: int) -> list[Camera]:
@@ -163,6 +165,14 @@ class Camera:
         return bands
 
     # ------------------------------------------------------------------------------ render
+    def sense(self, obs: Observation) -> CameraFrame:
+        """The camera's frame at ``obs``: rendered when its ``sensor_tick`` has passed since the
+        last (every tick at 0), else the last one again, whose ``t`` and ``frame`` say when it
+        was taken."""
+        if self._last is None or self.spec.captures(obs.t, self._last.t):
+            self._last = self.render(obs)
+        return self._last
+
     def render(self, obs: Observation) -> CameraFrame:
         """The frame this camera sees in ``obs``'s state (images and boxes)."""
         ego = obs.ego

@@ -131,6 +131,16 @@ class CameraSpec(_Strict):
     yaw_deg: float = Field(default=0.0, ge=-180.0, le=180.0)  # positive looks left
     noise_std: float = Field(default=0.0, ge=0.0, le=64.0)  # Gaussian pixel noise, 8-bit levels
     blur_px: float = Field(default=0.0, ge=0.0, le=20.0)  # Gaussian blur sigma, px
+    # seconds between captures, as CARLA's camera attribute of that name; 0: every tick. On the
+    # ticks between, Observation.sensors holds the last capture again (its own t and frame say
+    # when it was taken): a stage that runs at the camera's rate reads each frame once, and the
+    # world renders no frame nobody reads (docs/camera.md, "Capture rate")
+    sensor_tick: float = Field(default=0.0, ge=0.0, le=10.0)
+
+    def captures(self, t: float, last_t: float | None) -> bool:
+        """Whether the camera takes a frame at time ``t`` (s), its last taken at ``last_t``
+        (None: none yet). CARLA's rule for ``sensor_tick``: once that much time has passed."""
+        return last_t is None or t - last_t >= self.sensor_tick - 1e-9
 
     @field_validator("pitch_deg")
     @classmethod
@@ -175,7 +185,8 @@ class Scenario(_Strict):
     traffic: TrafficSpec = TrafficSpec()
     events: list[ScriptedEvent] = []
     weather: WeatherSpec = WeatherSpec()
-    sensors: list[CameraSpec] = []  # cameras rendered every tick into Observation.sensors
+    sensors: list[CameraSpec] = []  # cameras rendered into Observation.sensors (each at its
+    # sensor_tick; every tick by default)
     timeout_s: float | None = Field(default=None, gt=0.0, le=7200.0)
     dt: float = Field(default=0.05, gt=0.0, le=0.2)
     path: Path | None = Field(default=None, exclude=True)  # the file it was read from

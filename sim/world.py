@@ -533,7 +533,7 @@ class EmbeddedWorld:
             GroundTruth(actors, self._signs, lights),
         )
         if self._cameras:
-            obs = dataclasses.replace(obs, sensors={c.name: c.render(obs) for c in self._cameras})
+            obs = dataclasses.replace(obs, sensors={c.name: c.sense(obs) for c in self._cameras})
         return obs
 
 

@@ -7,6 +7,12 @@ camera's image for a tick carries that tick's frame number: :meth:`CameraRig.col
 it (up to a timeout) and drops stale ones. Collision and lane-invasion events come only when they
 happen, so they are drained without waiting.
 
+Capture rate. The server's sensors send an image every tick (CARLA's ``sensor_tick`` stays 0:
+which ticks a server would pick for a longer one is its own to choose, and a synchronous client
+must know which ticks bring an image). A spec's ``sensor_tick`` is kept on this side, by the
+embedded camera's rule: :meth:`CameraRig.frame` converts a tick's images into a frame only when
+it is due and otherwise hands the last frame on again.
+
 Camera pose. A scenario's :class:`~sim.scenario.CameraSpec` places a camera in the ego frame
 (origin at the rear axle on the ground, x forward, y left, z up; docs/camera.md), exactly as the
 embedded camera does, so ``K`` and ``CameraFrame.pose`` come from the same functions
@@ -235,6 +241,7 @@ class CameraRig:
         self._mount = mount_transform(spec, rear_axle_x_m, ground_z_m)
         self._world = world
         self._ego = ego
+        self._last: CameraFrame | None = None  # the frame ``frame`` made last
 
     def spawn(self) -> None:
         library = self._world.get_blueprint_library()
@@ -281,7 +288,11 @@ class CameraRig:
         targets: Sequence[BoxTarget],
         rng: np.random.Generator,
     ) -> CameraFrame:
-        """A :class:`CameraFrame` from one tick's images (conversion happens here)."""
+        """A :class:`CameraFrame` from one tick's images (conversion happens here) when the
+        spec's ``sensor_tick`` has passed since the last (every tick at 0); else the last frame
+        again, and this tick's images are dropped."""
+        if self._last is not None and not self.spec.captures(t, self._last.t):
+            return self._last
         spec = self.spec
         rgb_img = images["rgb"]
         rgb = degrade(convert.rgb_of(convert.bgra(rgb_img)), spec.noise_std, spec.blur_px, rng)
@@ -302,7 +313,7 @@ class CameraRig:
             semantic,
             self.min_box_pixels,
         )
-        return CameraFrame(
+        self._last = CameraFrame(
             t=t,
             frame=step,
             rgb=rgb,
@@ -320,6 +331,7 @@ class CameraRig:
             box_value=b.value,
             box_state=b.state,
         )
+        return self._last
 
 
 class EventSensors:

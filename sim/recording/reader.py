@@ -30,6 +30,7 @@ from sim.recording.writer import (
     META_END,
     META_FORMAT,
     META_SCENARIO,
+    READ_VERSIONS,
     camera_topics,
 )
 
@@ -110,15 +111,22 @@ class Recording:
             yield None if bgr is None else np.ascontiguousarray(bgr[..., ::-1])
 
     def observations(self, with_images: bool = True) -> Iterator[Observation]:
-        """The recorded observations (frames 0..last), camera pixels included when asked."""
+        """The recorded observations (frames 0..last), camera pixels included when asked. A
+        camera's image is written once, on the tick it was taken; a tick that holds the frame
+        on (a camera with a ``sensor_tick``) gets that image again."""
         static = self.static
         image_iters = {c: self.images(c) for c in self.cameras} if with_images else {}
+        last: dict[str, tuple[int, np.ndarray | None]] = {}  # a camera's frame index, image
         for raw in self.messages.get("/observation", []):
             d = json.loads(raw)
             images = {}
             for cam, it in image_iters.items():
-                if cam in d.get("sensors", {}):
-                    images[cam] = next(it, None)
+                meta = d.get("sensors", {}).get(cam)
+                if meta is None:
+                    continue
+                if cam not in last or last[cam][0] != meta["frame"]:
+                    last[cam] = (meta["frame"], next(it, None))
+                images[cam] = last[cam][1]
             yield codec.decode_observation(d, static, images)
 
     def perceptions(self) -> list[PerceptionOutput]:
@@ -186,11 +194,12 @@ def _read(path: Path, f: Any) -> Recording:
         raise RecordingError(
             f"{path}: unreadable format_version {fmt.get('format_version')!r}"
         ) from None
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         newer = "newer" if version > FORMAT_VERSION else "older"
+        reads = " and ".join(str(v) for v in READ_VERSIONS)
         raise RecordingError(
-            f"{path}: recording format version {version} is {newer} than the version this "
-            f"drivestack reads ({FORMAT_VERSION}); replay it with a matching drivestack, or "
+            f"{path}: recording format version {version} is {newer} than the versions this "
+            f"drivestack reads ({reads}); replay it with a matching drivestack, or "
             "record it again"
         )
     if META_SCENARIO not in metadata or META_CONFIG not in metadata:

@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = "drivestack-recording"
 # bump when a reader of the previous version could misread a new file. 2: the route ahead is a
-# slice of the route in /world/static (and a replay compares messages byte for byte)
-FORMAT_VERSION = 2
+# slice of the route in /world/static (and a replay compares messages byte for byte). 3: a
+# camera's image is written on the frame it was taken only; a frame that holds it on (a camera
+# with a sensor_tick) has none, where version 2 had one every frame
+FORMAT_VERSION = 3
+READ_VERSIONS = (2, 3)  # a version-2 file is a version-3 file whose cameras took every frame
 META_FORMAT = "drivestack"  # metadata record written right after the header
 META_SCENARIO = "drivestack.scenario"
 META_CONFIG = "drivestack.config"
@@ -314,6 +317,8 @@ class Recorder:
         text = codec.encode_observation(obs, self._static)
         write("/observation", "drivestack.Observation", ns, text.encode())
         for name, cam in obs.sensors.items():
+            if cam.frame != obs.frame:
+                continue  # a frame held on from an earlier tick (sensor_tick): written then
             image, calib, tf = camera_topics(name)
             write(
                 tf,

@@ -161,6 +161,31 @@ def test_camera_frames_become_compressed_images(tmp_path: Path) -> None:
     assert cam.boxes is not None and cam.box_class is not None
 
 
+def test_a_camera_with_a_sensor_tick_writes_each_image_once_and_reads_back_held(
+    tmp_path: Path,
+) -> None:
+    # 0.1 s between captures on a 0.05 s tick: taken at frames 0, 2, 4, 6 and held between
+    scenario = tmp_path / "camera_small.yaml"
+    scenario.write_text(CAMERA_SCENARIO.replace("height: 120}", "height: 120, sensor_tick: 0.1}"))
+    path = tmp_path / "cam.mcap"
+    steps = record(path, str(scenario), steps=6, settings=RecorderSettings(image_format="png"))
+    rec = read_recording(path)
+    image, calib, tf = camera_topics("front")
+    for topic in (image, calib, tf):
+        assert rec.count(topic) == 4
+    obs = list(rec.observations())
+    assert len(obs) == steps + 1 == 7
+    taken = [o.sensors["front"].frame for o in obs]
+    assert taken == [0, 0, 2, 2, 4, 4, 6]
+    pictures = [p for p in rec.images("front") if p is not None]
+    for o in obs:
+        cam = o.sensors["front"]
+        assert cam.t == pytest.approx(cam.frame * 0.05)
+        assert cam.rgb.std() > 0
+        np.testing.assert_array_equal(cam.rgb, pictures[cam.frame // 2])
+    assert not np.array_equal(pictures[0], pictures[3])  # the ego moved
+
+
 def test_without_opencv_images_are_skipped_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

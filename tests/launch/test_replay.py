@@ -134,7 +134,7 @@ def test_a_recording_of_an_incompatible_version_is_refused(
         proc = cli(*command)
         assert proc.returncode == 2
         assert proc.stderr.strip().count("\n") == 0
-        assert "format version 99 is newer than the version this drivestack reads (2)" in (
+        assert "format version 99 is newer than the versions this drivestack reads (2 and 3)" in (
             proc.stderr
         )
 

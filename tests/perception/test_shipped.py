@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from launch.gallery import episode_views
-from launch.stack import StackConfig, build_stack, with_camera
+from launch.stack import StackConfig, build_stack, run_episode, with_camera
 from perception.perceiver import (
     WEIGHTS_DIR,
     LearnedPerceiver,
@@ -15,8 +17,9 @@ from perception.perceiver import (
     default_camera,
     default_perceiver,
 )
+from sim.camera import Camera
 from sim.errors import DrivestackError
-from sim.messages import DetectionClass
+from sim.messages import CameraFrame, DetectionClass, Observation, PerceptionOutput
 from sim.scenario import CameraSpec, load_scenario
 from sim.world import EmbeddedWorld
 
@@ -37,8 +40,50 @@ def test_shipped_weights_build_the_stack_and_its_camera(kind: str) -> None:
         ("front", 320, 240, 90.0),
         ("front_read", 640, 480, 90.0),  # the classifier's (read_scale)
     ]
+    # a frame per detection step: the ticks between read none
+    assert [c.sensor_tick for c in cam] == [stack.perceiver.cfg.detect_period_s] * 2 == [0.1, 0.1]
     # a scenario that already has the camera keeps its own
     assert with_camera(with_camera(scenario, stack.perceiver), stack.perceiver).sensors == cam
+
+
+def test_cameras_taking_a_frame_per_detection_step_drive_as_rendering_every_tick_did(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The perceiver detects at 10 Hz on a 20 Hz world. Its cameras take a frame at each
+    # detection step only (sensor_tick 0.1) and hold it between: the perceiver reads the frames
+    # it read when the world rendered both cameras every tick, and the drive is the same, for
+    # half the renders.
+    stack = build_stack(StackConfig(perception="cnn"))
+    scenario = load_scenario("red_lights")
+    every_tick = with_camera(scenario, stack.perceiver)
+    every_tick = every_tick.model_copy(
+        update={"sensors": [c.model_copy(update={"sensor_tick": 0.0}) for c in every_tick.sensors]}
+    )
+    renders: list[int] = []  # the tick of every frame rendered
+    outputs: list[PerceptionOutput] = []
+    render, perceive = Camera.render, stack.perceiver.update
+
+    def counted_render(cam: Camera, obs: Observation) -> CameraFrame:
+        renders.append(obs.frame)
+        return render(cam, obs)
+
+    def kept_update(obs: Observation) -> PerceptionOutput:
+        outputs.append(dataclasses.replace(perceive(obs), latency_s=0.0))
+        return outputs[-1]
+
+    monkeypatch.setattr(Camera, "render", counted_render)
+    monkeypatch.setattr(stack.perceiver, "update", kept_update)
+    runs = {}
+    for name, sc in (("held", scenario), ("every tick", every_tick)):
+        renders.clear()
+        outputs.clear()
+        run = run_episode(EmbeddedWorld(), stack, sc, 0, max_steps=60)
+        runs[name] = (run.result.trajectory_sha256, list(outputs), list(renders))
+    (held, seen_held, drawn_held), (every, seen_every, drawn_every) = runs.values()
+    assert held == every and seen_held == seen_every
+    assert any(o.objects or o.signs or o.lights for o in seen_held)  # something was perceived
+    assert drawn_every == [f for f in range(61) for _ in range(2)]  # reset and 60 steps
+    assert drawn_held == [f for f in range(0, 61, 2) for _ in range(2)]
 
 
 def test_a_small_sign_is_read_from_the_frame_twice_the_detectors_size() -> None:
@@ -89,17 +134,29 @@ def test_a_second_camera_for_the_classifier_joins_the_scenario_and_is_read() -> 
     own = CameraSpec(name="front", width=400, height=300, pitch_deg=8.0, z=1.7, blur_px=0.5)
     mine = with_camera(load_scenario("town_loop").model_copy(update={"sensors": [own]}), perceiver)
     assert mine.sensors[1] == own.model_copy(
-        update={"name": "front_read", "width": 800, "height": 600, "blur_px": 1.0}
+        update={
+            "name": "front_read",
+            "width": 800,
+            "height": 600,
+            "blur_px": 1.0,
+            "sensor_tick": 0.1,  # the perceiver's rate: it reads a frame per detection step
+        }
     )
     obs = EmbeddedWorld().reset(scenario, 0)
     out = perceiver.update(obs)
     assert out.latency_s > 0.0
+    # a detection step due, but the frames held on from that tick: nothing is detected again
+    later = dataclasses.replace(obs.ego, t=obs.t + 0.1)
+    assert perceiver.update(dataclasses.replace(obs, t=later.t, frame=2, ego=later)).latency_s == 0
     del obs.sensors["front_read"]
     with pytest.raises(DrivestackError, match="reads signs from camera 'front_read'"):
         perceiver.update(obs)
     for bad in (0, 9, 1.5):
         with pytest.raises(DrivestackError, match="read_scale must be an integer from 1 to 8"):
             PerceiverSettings(read_scale=bad)  # type: ignore[arg-type]
+    for period in (-0.1, 11.0, "0.1"):
+        with pytest.raises(DrivestackError, match="detect_period_s must be a number of seconds"):
+            PerceiverSettings(detect_period_s=period)  # type: ignore[arg-type]
     assert PerceiverSettings(camera_scale=2, read_scale=2).read_camera == "front"
 
 

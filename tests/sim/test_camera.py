@@ -12,6 +12,7 @@ from sim.map import RoadMap
 from sim.messages import (
     ActorKind,
     ActorsGT,
+    Control,
     DetectionClass,
     GroundTruth,
     LightGT,
@@ -203,6 +204,37 @@ def test_the_world_renders_cameras_only_when_the_scenario_has_them() -> None:
     assert front.depth is not None and front.depth.shape == (120, 160)
     assert front.depth.dtype == np.float32
     assert front.frame == obs.frame and front.t == obs.t
+
+
+def test_a_camera_takes_a_frame_every_sensor_tick_and_holds_it_between() -> None:
+    from sim.scenario import load_scenario
+    from sim.world import EmbeddedWorld
+
+    # CARLA's rule: a frame once sensor_tick has passed since the last. On 0.05 s ticks, 0.1 s
+    # takes frames 0, 2, 4, ...; 0.12 s takes 0, 3, 6 (0.1 s after frame 0 is too early)
+    spec = CameraSpec(sensor_tick=0.12)
+    assert [f for f in range(8) if spec.captures(f * 0.05, 0.0)] == [3, 4, 5, 6, 7]
+    assert CameraSpec().captures(0.05, 0.0) and spec.captures(0.0, None)
+    cams = [
+        CameraSpec(name="every", width=160, height=120),
+        CameraSpec(name="held", width=160, height=120, sensor_tick=0.1),
+    ]
+    sc = load_scenario("town_loop").model_copy(update={"sensors": cams})
+    world = EmbeddedWorld()
+    seen = [world.reset(sc, 0)]
+    for _ in range(5):
+        seen.append(world.step(Control(seen[-1].t, seen[-1].frame, accel=2.0, steer=0.0)))
+    assert [o.sensors["every"].frame for o in seen] == [0, 1, 2, 3, 4, 5]
+    assert [o.sensors["held"].frame for o in seen] == [0, 0, 2, 2, 4, 4]
+    for o in seen:
+        held = o.sensors["held"]
+        assert held is seen[held.frame].sensors["held"]  # the very frame taken then
+        taken = seen[held.frame].sensors["every"]  # the same camera, rendered at that tick
+        np.testing.assert_array_equal(held.rgb, taken.rgb)
+        assert held.t == taken.t
+    assert not np.array_equal(seen[2].sensors["held"].rgb, seen[0].sensors["held"].rgb)
+    with pytest.raises(ValueError, match="sensor_tick"):
+        CameraSpec(sensor_tick=-0.1)
 
 
 def test_weather_darkens_the_night_and_fogs_the_distance(road_map: RoadMap) -> None:

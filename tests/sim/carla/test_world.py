@@ -300,6 +300,19 @@ def test_ctrl_c_destroys_actors_and_restores_settings(
     assert world.result().steps == 2
 
 
+def test_a_camera_with_a_sensor_tick_is_converted_when_due_and_held_between(
+    server: FakeServer, world: CarlaWorld
+) -> None:
+    # the server sends every tick's images (its own sensor_tick stays 0); the adapter makes a
+    # frame every 0.15 s of the 0.05 s ticks, frames 0, 3, 6, and hands it on between
+    periodic = CAMERA.model_copy(update={"sensor_tick": 0.15})
+    seen = _run(world, _scenario("stop_signs", traffic=TrafficSpec(), sensors=[periodic]), 7)
+    frames = [o.sensors["front"] for o in seen]
+    assert [f.frame for f in frames] == [0, 0, 0, 3, 3, 3, 6, 6]
+    assert frames[1] is frames[0] and frames[5] is frames[3]
+    assert [f.t for f in frames[::3]] == pytest.approx([0.0, 0.15, 0.3])
+
+
 def test_silent_cameras_time_out(server: FakeServer, world: CarlaWorld) -> None:
     obs = world.reset(_scenario("stop_signs", traffic=TrafficSpec(), sensors=[CAMERA]), 0)
     server.cameras_silent = True
