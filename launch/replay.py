@@ -397,10 +397,13 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
-def _image_frame(acc: _APAccumulator, obs: Observation, p: PerceptionOutput) -> bool:
-    """Image-box IoU ≥ 0.5 matching against the camera's ground-truth boxes; False when the
-    tick has no labelled camera frame taken at it (a camera with a ``sensor_tick`` holds its
-    frame on between captures: that frame counts once) or the detections carry no image boxes."""
+def _image_frame(
+    acc: _APAccumulator, obs: Observation, p: PerceptionOutput, cfg: OpenLoopSettings
+) -> bool:
+    """Image-box IoU ≥ 0.5 matching against the camera's ground-truth boxes, those too small
+    or hidden to score ignored (``cfg``); False when the tick has no labelled camera frame
+    taken at it (a camera with a ``sensor_tick`` holds its frame on between captures: that
+    frame counts once) or the detections carry no image boxes."""
     cams = [
         c
         for c in obs.sensors.values()
@@ -410,17 +413,26 @@ def _image_frame(acc: _APAccumulator, obs: Observation, p: PerceptionOutput) -> 
         return False
     cam = cams[0]
     assert cam.boxes is not None and cam.box_class is not None
+    boxes = np.asarray(cam.boxes, dtype=np.float64).reshape(-1, 4)
+    hidden = np.zeros(len(boxes)) if cam.box_occlusion is None else np.asarray(cam.box_occlusion)
+    height = (boxes[:, 3] - boxes[:, 1]) * 240.0 / cam.rgb.shape[0]
+    scored = (height >= cfg.image_min_height_px) & (hidden < cfg.image_hidden)
+
+    def close(d: np.ndarray, t: np.ndarray) -> np.ndarray:
+        iou = _iou(d, t)
+        return np.where(iou >= 0.5, iou, -np.inf)
+
     for kind in (ActorKind.VEHICLE, ActorKind.PEDESTRIAN):
-        truth = np.asarray(cam.boxes)[np.asarray(cam.box_class) == int(kind)].reshape(-1, 4)
+        mine = np.asarray(cam.box_class) == int(kind)
+        truth, ignored = boxes[mine & scored], boxes[mine & ~scored]
         dets = [o for o in p.objects if o.kind == kind and o.box is not None]
         det_b = np.array([o.box for o in dets], dtype=np.float64).reshape(-1, 4)
         det_s = np.array([o.score for o in dets])
-
-        def close(d: np.ndarray, t: np.ndarray) -> np.ndarray:
-            iou = _iou(d, t)
-            return np.where(iou >= 0.5, iou, -np.inf)
-
-        acc.add(int(kind), det_s.tolist(), _greedy_match(det_b, det_s, truth, close), len(truth))
+        hit = _greedy_match(det_b, det_s, truth, close)
+        kept = [
+            i for i in range(len(dets)) if hit[i] or not np.isfinite(close(det_b[i], ignored)).any()
+        ]
+        acc.add(int(kind), [float(det_s[i]) for i in kept], [hit[i] for i in kept], len(truth))
     return True
 
 
@@ -428,6 +440,10 @@ def _image_frame(acc: _APAccumulator, obs: Observation, p: PerceptionOutput) -> 
 class OpenLoopSettings:
     eval_range_m: float = 50.0  # ground truth ahead of the ego within this range counts
     match_distance_m: float = 2.0  # centre distance for a detection to match (nuScenes' 2 m)
+    # image boxes too small or too hidden to score are ignored, as `perception eval` ignores
+    # them (COCO's crowd regions): a detection on one is neither a hit nor a false positive
+    image_min_height_px: float = 4.0  # box height at 240 image rows
+    image_hidden: float = 0.7  # occlusion share
 
 
 @dataclass
@@ -503,7 +519,7 @@ def open_loop(
         if "perception" in chosen:
             _bev_frame(ap_recorded, obs, p_rec, cfg)
             _bev_frame(ap_new, obs, p, cfg)
-            if _image_frame(img_recorded, obs, p_rec) | _image_frame(img_new, obs, p):
+            if _image_frame(img_recorded, obs, p_rec, cfg) | _image_frame(img_new, obs, p, cfg):
                 image_frames += 1
             # the latency is the run's timing, not an output: it differs on every re-run
             perc_changed += dataclasses.replace(p, latency_s=0.0) != dataclasses.replace(

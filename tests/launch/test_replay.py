@@ -4,9 +4,11 @@ one line and exit status 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from launch.replay import closed_loop, first_difference, open_loop
@@ -238,3 +240,42 @@ def test_an_open_loop_replay_of_learned_perception_from_exact_pixels_reproduces_
     r = open_loop(rec, cfg, {}, "perception", None)
     assert r["frames"] == 20 and r["perception"]["frames_differing"] == 0
     assert r["perception"]["objects_per_frame"]["replayed"] > 0
+
+
+def test_image_map_ignores_boxes_too_small_or_hidden_to_score(recorded: Path) -> None:
+    # As `perception eval` (COCO's crowd regions): a car 2 px tall or 90 % hidden is not
+    # scored, and a detection on it is neither a hit nor a false positive (both outscore the
+    # detection of the one car scored: as false positives they would take its AP to 1/3).
+    from launch.replay import OpenLoopSettings, _APAccumulator, _image_frame
+    from sim.messages import ActorKind, CameraFrame, DetectedObject, PerceptionOutput
+
+    boxes = [(100, 100, 140, 120), (10, 50, 16, 52), (200, 90, 230, 110)]  # seen, small, hidden
+    cam = CameraFrame(
+        t=0.0,
+        frame=0,
+        rgb=np.zeros((240, 320, 3), np.uint8),
+        K=np.eye(3),
+        pose=np.eye(4),
+        boxes=np.array(boxes, np.float64),
+        box_class=np.array([1, 1, 1]),
+        box_occlusion=np.array([0.0, 0.0, 0.9]),
+    )
+
+    def det(box: tuple[float, float, float, float], score: float) -> DetectedObject:
+        return DetectedObject(0, ActorKind.VEHICLE, 10, 0, 0, 0, 4.6, 1.9, score, box)
+
+    objects = (
+        det((100, 100, 140, 121), 0.9),
+        det((10, 50, 16, 52), 0.95),
+        det((201, 90, 230, 110), 0.97),
+    )
+    p = PerceptionOutput(0.0, 0, objects, (), (), None)
+    obs = next(iter(read_recording(recorded).observations()))  # its camera replaced below
+    obs = dataclasses.replace(obs, t=0.0, frame=0, sensors={"front": cam})
+    scored, everything = _APAccumulator(), _APAccumulator()
+    assert _image_frame(scored, obs, p, OpenLoopSettings())
+    assert scored.truth == {1: 1, 2: 0} and scored.hits[1] == [True]
+    assert scored.mean_ap()[0] == pytest.approx(1.0)
+    keep_all = OpenLoopSettings(image_min_height_px=0.0, image_hidden=1.0)
+    assert _image_frame(everything, obs, p, keep_all)
+    assert everything.truth == {1: 3, 2: 0} and everything.hits[1] == [True, True, True]
