@@ -111,19 +111,16 @@ def with_camera(scenario: Scenario, perceiver: Perceiver) -> Scenario:
     Its first camera is the detector's; a further one (the classifier's) is added at the pose
     and optics of the scenario's own camera of the first's name where it has one, scaled as
     the perceiver scales it, at the perceiver's capture rate."""
-    specs: tuple[CameraSpec, ...] | None = getattr(perceiver, "camera_specs", None)
-    if specs is None:
-        spec = getattr(perceiver, "camera_spec", None)
-        specs = () if spec is None else (spec,)
+    specs: tuple[CameraSpec, ...] = getattr(perceiver, "camera_specs", ())
     if not specs:
         return scenario
     first = specs[0]
     have = {s.name: s for s in scenario.sensors}
+    own = have.get(first.name)  # the scenario's own camera of the detector's name, if any
     new = []
     for spec in specs:
         if spec.name in have:
             continue
-        own = have.get(first.name)
         if spec is not first and own is not None:
             k = spec.width / first.width
             spec = own.model_copy(
