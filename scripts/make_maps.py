@@ -594,6 +594,29 @@ def multi_lane() -> BuiltMap:
     )
 
 
+def _ring_30_inner_50_east_west_40_north_south(lattice: Lattice) -> SpeedLimitRule:
+    def speed_limit(a: Node, b: Node) -> int:
+        if lattice.on_boundary(a, b):
+            return 30
+        return 50 if a[1] == b[1] else 40
+
+    return speed_limit
+
+
+def _lights_and_yields_on_the_side_edges(lattice: Lattice) -> ControlRule:
+    """Lights at the 4-way junctions; at the T-junctions on the west and east edges the ring
+    road has priority and the street from inside yields; all-way stops at the other ones."""
+
+    def control(node: Node, approach: Approach) -> Control | None:
+        if lattice.degree(node) == 4:
+            return "light"
+        if not lattice.on_x_boundary(node):
+            return "stop"
+        return "yield" if approach.horizontal else None
+
+    return control
+
+
 def town_grid() -> BuiltMap:
     """4x4 lattice: corner arcs, 8 all-way-stop T-junctions, 4 signalised 4-way junctions.
 
@@ -601,15 +624,10 @@ def town_grid() -> BuiltMap:
     """
     lattice = Lattice(xs=(0.0, 95.0, 200.0, 300.0), ys=(0.0, 105.0, 200.0, 290.0))
 
-    def speed_limit(a: Node, b: Node) -> int:
-        if lattice.on_boundary(a, b):
-            return 30
-        return 50 if a[1] == b[1] else 40
-
     def control(node: Node, approach: Approach) -> Control:
         return "light" if lattice.degree(node) == 4 else "stop"
 
-    return _town("town_grid", lattice, speed_limit, control)
+    return _town("town_grid", lattice, _ring_30_inner_50_east_west_40_north_south(lattice), control)
 
 
 def town_small() -> BuiltMap:
@@ -624,14 +642,26 @@ def town_small() -> BuiltMap:
     def speed_limit(a: Node, b: Node) -> int:
         return 30 if lattice.on_boundary(a, b) else 50
 
-    def control(node: Node, approach: Approach) -> Control | None:
-        if lattice.degree(node) == 4:
-            return "light"
-        if not lattice.on_x_boundary(node):
-            return "stop"
-        return "yield" if approach.horizontal else None
+    return _town("town_small", lattice, speed_limit, _lights_and_yields_on_the_side_edges(lattice))
 
-    return _town("town_small", lattice, speed_limit, control)
+
+def town_mixed() -> BuiltMap:
+    """4x3 lattice with blocks of 60-110 m and every control the towns have: a second town to
+    train the detectors on beside ``town_grid``, driven by the experiment scenario
+    ``sim/scenarios/experiments/town_mixed_tour.yaml`` (docs/perception.md, "A second training
+    town"; not in the shipped weights' data).
+
+    The two 4-way junctions are signalised, with yields and stops as in ``town_small``; limits
+    as in ``town_grid``: 30 on the ring, 50 on the inner east-west street, 40 on the
+    north-south ones.
+    """
+    lattice = Lattice(xs=(0.0, 60.0, 150.0, 260.0), ys=(0.0, 100.0, 170.0))
+    return _town(
+        "town_mixed",
+        lattice,
+        _ring_30_inner_50_east_west_40_north_south(lattice),
+        _lights_and_yields_on_the_side_edges(lattice),
+    )
 
 
 MAPS: dict[str, Callable[[], BuiltMap]] = {
@@ -639,6 +669,7 @@ MAPS: dict[str, Callable[[], BuiltMap]] = {
     "town_grid": town_grid,
     "multi_lane": multi_lane,
     "town_small": town_small,
+    "town_mixed": town_mixed,
 }
 
 

@@ -20,8 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MAPS_DIR = REPO_ROOT / "sim" / "maps"
 MAKE_MAPS = REPO_ROOT / "scripts" / "make_maps.py"
 
-MAP_NAMES = ("country_road", "town_grid", "multi_lane", "town_small")
-TOWNS = ("town_grid", "town_small")
+MAP_NAMES = ("country_road", "town_grid", "multi_lane", "town_small", "town_mixed")
+TOWNS = ("town_grid", "town_small", "town_mixed")
 OPEN_ROADS = ("country_road", "multi_lane")
 
 SPEED_LIMIT, STOP, YIELD, TRAFFIC_LIGHT = "274", "206", "205", "1000001"
@@ -31,12 +31,14 @@ EXPECTED_TYPES = {
     "town_grid": {SPEED_LIMIT, STOP, TRAFFIC_LIGHT},
     "multi_lane": {SPEED_LIMIT},
     "town_small": {SPEED_LIMIT, STOP, YIELD, TRAFFIC_LIGHT},
+    "town_mixed": {SPEED_LIMIT, STOP, YIELD, TRAFFIC_LIGHT},
 }
 EXPECTED_LIMITS_KMH = {
     "country_road": {30, 50, 60, 80},
     "town_grid": {30, 40, 50},
     "multi_lane": {60, 80, 100},
     "town_small": {30, 50},
+    "town_mixed": {30, 40, 50},
 }
 MAX_SIGNAL_TO_JUNCTION_M = 25.0
 MAX_GAP_M = 0.5
@@ -191,7 +193,9 @@ def test_lights_and_signs_govern_lanes_entering_a_junction(name: str) -> None:
                 assert distance is not None, f"{signal_type} {landmark.id} is not before a junction"
 
 
-@pytest.mark.parametrize(("name", "signalised"), [("town_grid", 4), ("town_small", 1)])
+@pytest.mark.parametrize(
+    ("name", "signalised"), [("town_grid", 4), ("town_small", 1), ("town_mixed", 2)]
+)
 def test_signalised_junctions_have_a_light_on_every_incoming_lane(
     name: str, signalised: int
 ) -> None:

@@ -25,6 +25,16 @@ def test_shipped_scenarios_validate_and_cover_the_required_situations() -> None:
     assert any(sc.traffic.vehicles >= 40 for sc in scenarios)  # dense traffic
 
 
+def test_experiment_scenarios_load_by_path_and_stay_out_of_the_built_ins() -> None:
+    # Built-in scenarios are the closed loop's routes and the shipped weights' training data.
+    folder = Path(__file__).parents[2] / "sim" / "scenarios" / "experiments"
+    files = sorted(folder.glob("*.yaml"))
+    assert "town_mixed_tour" in [p.stem for p in files]
+    for p in files:
+        assert load_scenario(str(p)).name == p.stem  # validates, map and all
+        assert p.stem not in builtin_scenarios()
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "bad.yaml"
     p.write_text(text)
