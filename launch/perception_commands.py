@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launch.argtypes import positive_int
+from perception.dataset import SCORED_FROM_HEIGHT_PX
 
 if TYPE_CHECKING:
     from launch.gallery import Subject
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "perception" / "weights"
 HELD_OUT_MAP = "town_small"  # never in the shipped weights' training data: the unseen-map test
-EVAL_MIN_HEIGHT_PX = 4.0
 DEFAULT_CLASSIFIER = WEIGHTS_DIR / "stn.safetensors"
 DEFAULT_DETECTORS = {
     "cnn": WEIGHTS_DIR / "cnn.safetensors",
@@ -398,7 +398,7 @@ def add_commands(perception: Any) -> None:
     ev.add_argument(
         "--min-height",
         type=float,
-        default=EVAL_MIN_HEIGHT_PX,
+        default=SCORED_FROM_HEIGHT_PX,
         help="boxes lower than this (px at 240 rows) are ignored regions (default 4)",
     )
     ev.set_defaults(func=_cmd_eval)

@@ -34,6 +34,7 @@ from launch.record import (
     run_recorded,
 )
 from launch.stack import CONTROLLERS, PERCEPTIONS, PLANNERS, StackConfig, make_world
+from perception.dataset import SCORED_FROM_HEIGHT_PX, SCORED_HIDDEN_BELOW
 from sim.errors import DrivestackError
 from sim.messages import (
     ActorKind,
@@ -442,8 +443,8 @@ class OpenLoopSettings:
     match_distance_m: float = 2.0  # centre distance for a detection to match (nuScenes' 2 m)
     # image boxes too small or too hidden to score are ignored, as `perception eval` ignores
     # them (COCO's crowd regions): a detection on one is neither a hit nor a false positive
-    image_min_height_px: float = 4.0  # box height at 240 image rows
-    image_hidden: float = 0.7  # occlusion share
+    image_min_height_px: float = SCORED_FROM_HEIGHT_PX  # box height at 240 image rows
+    image_hidden: float = SCORED_HIDDEN_BELOW  # occlusion share
 
 
 @dataclass

@@ -77,6 +77,13 @@ class DatasetSettings:
     reference_width: int = 320
 
 
+# Scoring, not annotation: an annotated box hidden from this share on, or lower than this at 240
+# image rows, is an ignored region when detections are scored (`perception eval`, a replay's
+# image mAP): a detection on it is neither a hit nor a false positive.
+SCORED_HIDDEN_BELOW = 0.7
+SCORED_FROM_HEIGHT_PX = 4.0
+
+
 def coco_box(xyxy: np.ndarray) -> list[float]:
     """A camera box ``x0, y0, x1, y1`` (pixel centres at integers) as COCO ``[x, y, w, h]``."""
     x0, y0, x1, y1 = (float(v) for v in xyxy)

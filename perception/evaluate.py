@@ -61,6 +61,7 @@ from perception.data import (
     readable,
     split_ids,
 )
+from perception.dataset import SCORED_FROM_HEIGHT_PX, SCORED_HIDDEN_BELOW
 from perception.models.centernet import box_iou
 from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
 from perception.perceiver import GROUP, FrameDetection, LearnedPerceiver, PerceiverSettings
@@ -70,8 +71,8 @@ from sim.messages import CameraFrame, DetectionClass, LightState
 @dataclass(frozen=True)
 class EvalSettings:
     split: str = "test"
-    hidden: float = 0.7  # occlusion share from which a box is a "crowd" (ignored) region
-    min_height_px: float = 4.0  # boxes lower than this at 240 rows are ignored regions too
+    hidden: float = SCORED_HIDDEN_BELOW  # occlusion share from which a box is an ignored region
+    min_height_px: float = SCORED_FROM_HEIGHT_PX  # boxes lower at 240 rows are ignored too
     min_read_px: float = 6.0  # signs/lights narrower than this (input px) are not scored as read
     read_bins_px: tuple[float, ...] = (8.0, 12.0, 16.0)  # readings also by min side: 6-8, 8-12...
     found_bins_px: tuple[float, ...] = (8.0, 16.0, 32.0)  # road users found by height: 4-8, ...
