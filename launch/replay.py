@@ -568,6 +568,11 @@ def open_loop(
             },
             "speed_limit_mps_difference": limit_diff.to_dict(),
         }
+        if rec.cameras:
+            out["perception"]["camera_inputs"] = {
+                "images": rec.config.get("recorder", {}).get("image_format", "jpeg"),
+                "depth": all(rec.has_depth(c) for c in rec.cameras),
+            }
         if image_frames:
             i_rec, ip_rec = img_recorded.mean_ap()
             i_new, ip_new = img_new.mean_ap()
@@ -600,6 +605,17 @@ def _most(a: dict[str, Any], b: dict[str, Any]) -> int:
     return max(int(a["frames_differing"]), int(b["frames_differing"]))
 
 
+def _camera_inputs(p: dict[str, Any]) -> list[str]:
+    """The line saying what of the live perceiver's inputs the recording holds."""
+    if "camera_inputs" not in p:
+        return []
+    ci = p["camera_inputs"]
+    exact = ci["images"] == "png" and ci["depth"]
+    what = f"{ci['images']} images, {'with' if ci['depth'] else 'no'} depth"
+    hint = "" if exact else " (--record-images png --record-depth keep all the live run saw)"
+    return [f"  camera inputs                   {what}{hint}"]
+
+
 def format_open_loop(r: dict[str, Any]) -> str:
     lines = [
         f"open-loop replay of {r['frames']} frames, re-running {', '.join(r['rerun'])}",
@@ -618,6 +634,7 @@ def format_open_loop(r: dict[str, Any]) -> str:
         lines += [
             "perception",
             f"  frames with a different output  {p['frames_differing']} of {r['frames']}",
+            *_camera_inputs(p),
             f"  objects per frame               recorded {p['objects_per_frame']['recorded']:.2f}"
             f", replayed {p['objects_per_frame']['replayed']:.2f}",
             f"  BEV mAP (centre ≤ {bev['match_distance_m']:g} m, ≤ {bev['range_m']:g} m ahead)"

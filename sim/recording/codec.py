@@ -291,9 +291,10 @@ def encode_camera(c: CameraFrame) -> JSON:
     return out
 
 
-def decode_camera(d: JSON, rgb: np.ndarray | None) -> CameraFrame:
+def decode_camera(d: JSON, rgb: np.ndarray | None, depth: np.ndarray | None = None) -> CameraFrame:
     """A camera frame from its labels and (when images were recorded) its decoded pixels;
-    without them the image is black, which the caller is told through ``valid``."""
+    without them the image is black, which the caller is told through ``valid``. ``depth``:
+    its depth image, where the run recorded it."""
     if rgb is None:
         rgb = np.zeros((d["height"], d["width"], 3), dtype=np.uint8)
     arrays = {name: unpack(d[name]) for name in _CAMERA_ARRAYS if name in d}
@@ -304,6 +305,7 @@ def decode_camera(d: JSON, rgb: np.ndarray | None) -> CameraFrame:
         K=unpack(d["K"]),
         pose=unpack(d["pose"]),
         valid=d["valid"],
+        depth=depth,
         **arrays,
     )
 
@@ -349,10 +351,13 @@ def encode_observation(obs: Observation, static: StaticGT) -> str:
 
 
 def decode_observation(
-    d: JSON, static: StaticGT, images: dict[str, np.ndarray | None] | None = None
+    d: JSON,
+    static: StaticGT,
+    images: dict[str, np.ndarray | None] | None = None,
+    depths: dict[str, np.ndarray | None] | None = None,
 ) -> Observation:
     """The observation :func:`encode_observation` wrote; ``images`` holds each camera's
-    decoded pixels for this frame."""
+    decoded pixels for this frame, ``depths`` its depth image where one was recorded."""
     ego = decode_ego(d["ego"])
     route = decode_route_ahead(d["route"], static.route, ego)
     af = unpack(d["actors"]["floats"]).reshape(-1, len(_ACTOR_FLOATS))
@@ -370,8 +375,11 @@ def decode_observation(
     else:
         lights = tuple(decode_light(g) for g in lights_d["full"])
     signs = tuple(decode_sign(s) for s in d["signs"]) if "signs" in d else static.signs
-    images = images or {}
-    sensors = {name: decode_camera(c, images.get(name)) for name, c in d.get("sensors", {}).items()}
+    images, depths = images or {}, depths or {}
+    sensors = {
+        name: decode_camera(c, images.get(name), depths.get(name))
+        for name, c in d.get("sensors", {}).items()
+    }
     return Observation(
         t=d["t"],
         frame=d["frame"],

@@ -18,7 +18,13 @@ import numpy as np
 from sim.metrics import PENALTY_COEFFICIENTS
 from sim.recording import foxglove
 from sim.recording.codec import decode_ego, decode_route, decode_route_ahead, num, unpack
-from sim.recording.writer import RAW_IMAGE, RecorderSettings, from_raw_image
+from sim.recording.writer import (
+    RAW_DEPTH,
+    RAW_IMAGE,
+    RecorderSettings,
+    from_raw_depth,
+    from_raw_image,
+)
 from sim.route import Route
 
 log = logging.getLogger(__name__)
@@ -185,8 +191,8 @@ class ImageEncoder:
 
 
 class DerivingSink:
-    """A sink that passes every message on, adds the messages derived from it, and compresses
-    raw camera images (``RecorderSettings`` says how)."""
+    """A sink that passes every message on, adds the messages derived from it, compresses raw
+    camera images (``RecorderSettings`` says how) and writes raw depth images as they are."""
 
     def __init__(self, inner: Any, settings: RecorderSettings | None = None) -> None:
         settings = settings or RecorderSettings()
@@ -204,6 +210,11 @@ class DerivingSink:
                 name = topic.split("/")[2]
                 msg = foxglove.compressed_image(t, name, encoded, self.images.format)
                 self.inner.write(topic, "foxglove.CompressedImage", log_time_ns, _dumps(msg))
+            return
+        if schema == RAW_DEPTH:
+            t, depth = from_raw_depth(data)
+            msg = foxglove.depth_image(t, topic.split("/")[2], depth)
+            self.inner.write(topic, "foxglove.RawImage", log_time_ns, _dumps(msg))
             return
         self.inner.write(topic, schema, log_time_ns, data)
         for derived in self.deriver.derive(topic, log_time_ns, data):

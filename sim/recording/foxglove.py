@@ -126,6 +126,21 @@ def camera_calibration(t: float, name: str, K: np.ndarray, width: int, height: i
     }
 
 
+def depth_image(t: float, name: str, depth: np.ndarray) -> JSON:
+    """A ``foxglove.RawImage`` of a depth image: ``32FC1``, metres along the optical axis, the
+    little-endian float32 values themselves (lossless)."""
+    h, w = depth.shape
+    return {
+        "timestamp": stamp(t),
+        "frame_id": f"camera_{name}",
+        "width": int(w),
+        "height": int(h),
+        "encoding": "32FC1",
+        "step": 4 * int(w),
+        "data": base64.b64encode(np.ascontiguousarray(depth, dtype="<f4").tobytes()).decode(),
+    }
+
+
 def compressed_image(t: float, name: str, data: bytes, fmt: str) -> JSON:
     return {
         "timestamp": stamp(t),

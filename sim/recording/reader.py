@@ -32,6 +32,7 @@ from sim.recording.writer import (
     META_SCENARIO,
     READ_VERSIONS,
     camera_topics,
+    depth_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -110,24 +111,47 @@ class Recording:
             bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             yield None if bgr is None else np.ascontiguousarray(bgr[..., ::-1])
 
+    def depths(self, camera: str) -> Iterator[np.ndarray]:
+        """Depth images ``(H, W)`` float32 m of ``camera`` in frame order (none unless the run
+        recorded them: ``RecorderSettings.depth``)."""
+        import base64
+
+        for raw in self.messages.get(depth_topic(camera), []):
+            m = json.loads(raw)
+            if m["encoding"] != "32FC1":
+                raise RecordingError(
+                    f"{self.path}: {depth_topic(camera)} has encoding {m['encoding']!r}; "
+                    "this drivestack reads 32FC1"
+                )
+            data = base64.b64decode(m["data"])
+            yield np.frombuffer(data, "<f4").reshape(m["height"], m["width"]).copy()
+
+    def has_depth(self, camera: str) -> bool:
+        return self.count(depth_topic(camera)) > 0
+
     def observations(self, with_images: bool = True) -> Iterator[Observation]:
-        """The recorded observations (frames 0..last), camera pixels included when asked. A
-        camera's image is written once, on the tick it was taken; a tick that holds the frame
-        on (a camera with a ``sensor_tick``) gets that image again."""
+        """The recorded observations (frames 0..last), camera pixels (and depth, where recorded)
+        included when asked. A camera's image is written once, on the tick it was taken; a tick
+        that holds the frame on (a camera with a ``sensor_tick``) gets that image again."""
         static = self.static
-        image_iters = {c: self.images(c) for c in self.cameras} if with_images else {}
-        last: dict[str, tuple[int, np.ndarray | None]] = {}  # a camera's frame index, image
+        cams = self.cameras if with_images else []
+        image_iters = {c: self.images(c) for c in cams}
+        depth_iters = {c: self.depths(c) for c in cams if self.has_depth(c)}
+        # a camera's frame index, image, depth
+        last: dict[str, tuple[int, np.ndarray | None, np.ndarray | None]] = {}
         for raw in self.messages.get("/observation", []):
             d = json.loads(raw)
-            images = {}
+            images, depths = {}, {}
             for cam, it in image_iters.items():
                 meta = d.get("sensors", {}).get(cam)
                 if meta is None:
                     continue
                 if cam not in last or last[cam][0] != meta["frame"]:
-                    last[cam] = (meta["frame"], next(it, None))
+                    depth = next(depth_iters[cam], None) if cam in depth_iters else None
+                    last[cam] = (meta["frame"], next(it, None), depth)
                 images[cam] = last[cam][1]
-            yield codec.decode_observation(d, static, images)
+                depths[cam] = last[cam][2]
+            yield codec.decode_observation(d, static, images, depths)
 
     def perceptions(self) -> list[PerceptionOutput]:
         return [codec.decode_perception(d) for d in self.json("/perception")]

@@ -1,11 +1,12 @@
 """JSON schemas of the recorded channels.
 
-Foxglove's well-known schemas (``foxglove.CompressedImage``, ``foxglove.FrameTransform``,
-``foxglove.SceneUpdate``, ``foxglove.CameraCalibration``) are written out here from their
-published field lists (docs.foxglove.dev, "Message schemas"), restricted to the fields this
-recorder fills; Foxglove recognises them by name and reads ``bytes`` fields as base64 strings
-(``contentEncoding: base64``). Our own channels carry ``drivestack.*`` schemas that name their
-top-level fields; arrays inside them use the :func:`sim.recording.codec.pack` form.
+Foxglove's well-known schemas (``foxglove.CompressedImage``, ``foxglove.RawImage``,
+``foxglove.FrameTransform``, ``foxglove.SceneUpdate``, ``foxglove.CameraCalibration``) are
+written out here from their published field lists (docs.foxglove.dev, "Message schemas"),
+restricted to the fields this recorder fills; Foxglove recognises them by name and reads
+``bytes`` fields as base64 strings (``contentEncoding: base64``). Our own channels carry
+``drivestack.*`` schemas that name their top-level fields; arrays inside them use the
+:func:`sim.recording.codec.pack` form.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ COMPRESSED_IMAGE = _obj(
         "format": {"type": "string", "description": "png or jpeg"},
     },
     "A compressed image",
+)
+
+RAW_IMAGE = _obj(
+    "foxglove.RawImage",
+    {
+        "timestamp": _time(),
+        "frame_id": {"type": "string"},
+        "width": {"type": "integer", "minimum": 0},
+        "height": {"type": "integer", "minimum": 0},
+        "encoding": {"type": "string", "description": "32FC1: depth in metres"},
+        "step": {"type": "integer", "minimum": 0, "description": "bytes per row"},
+        "data": {"type": "string", "contentEncoding": "base64"},
+    },
+    "A raw image",
 )
 
 FRAME_TRANSFORM = _obj(
@@ -149,7 +164,8 @@ SCENE_UPDATE = _obj(
 )
 
 FOXGLOVE: dict[str, JSON] = {
-    s["title"]: s for s in (COMPRESSED_IMAGE, FRAME_TRANSFORM, CAMERA_CALIBRATION, SCENE_UPDATE)
+    s["title"]: s
+    for s in (COMPRESSED_IMAGE, RAW_IMAGE, FRAME_TRANSFORM, CAMERA_CALIBRATION, SCENE_UPDATE)
 }
 
 _PACKED = "numpy arrays are {dtype, shape, data (base64 of the raw little-endian bytes)}"

@@ -55,7 +55,8 @@ RESULT_TOPIC = "/result"
 
 
 RAW_IMAGE = "drivestack.RawImage"  # in flight only: never written to a file
-_RAW_HEAD = struct.Struct("<dII")  # t (s), height, width; then RGB bytes
+RAW_DEPTH = "drivestack.RawDepth"  # in flight only: written as a foxglove.RawImage (32FC1)
+_RAW_HEAD = struct.Struct("<dII")  # t (s), height, width; then RGB bytes or float32 depths
 
 
 def raw_image(t: float, rgb: np.ndarray) -> bytes:
@@ -67,6 +68,21 @@ def from_raw_image(data: bytes) -> tuple[float, np.ndarray]:
     t, h, w = _RAW_HEAD.unpack_from(data)
     rgb = np.frombuffer(data, np.uint8, offset=_RAW_HEAD.size).reshape(h, w, 3)
     return t, rgb
+
+
+def raw_depth(t: float, depth: np.ndarray) -> bytes:
+    h, w = depth.shape
+    return _RAW_HEAD.pack(t, h, w) + np.ascontiguousarray(depth, dtype="<f4").tobytes()
+
+
+def from_raw_depth(data: bytes) -> tuple[float, np.ndarray]:
+    t, h, w = _RAW_HEAD.unpack_from(data)
+    return t, np.frombuffer(data, "<f4", offset=_RAW_HEAD.size).reshape(h, w)
+
+
+def depth_topic(name: str) -> str:
+    """The depth image topic of camera ``name`` (recorded with ``RecorderSettings.depth``)."""
+    return f"/camera/{name}/depth"
 
 
 def camera_topics(name: str) -> tuple[str, str, str]:
@@ -82,6 +98,11 @@ class RecorderSettings:
         several) or ``png`` (lossless: a replayed perceiver sees the exact pixels)
     :param jpeg_quality: 1-100
     :param png_compression: zlib level 0-9 (1 is fast and nearly as small as 9 on renders)
+    :param depth: also record each camera's depth image, lossless (``foxglove.RawImage``,
+        ``32FC1``, metres): what a learned perceiver places some objects by, so an open-loop
+        perception replay sees all it saw live. The file's LZ4 takes most of it back (the
+        ground's depth repeats row by row): 100 steps of ``dense_traffic`` with the CNN's two
+        cameras, 3.4 MB without, 4.7 MB with
     :param scene_radius_m: ground-truth boxes within this distance of the ego go to the
         ``/scene/ground_truth`` SceneUpdate (all actors are always in ``/observation``)
     :param chunk_size_bytes: uncompressed size of an MCAP chunk; a killed run loses at most the
@@ -97,6 +118,7 @@ class RecorderSettings:
     image_format: str = "jpeg"
     jpeg_quality: int = 90
     png_compression: int = 1
+    depth: bool = False
     scene_radius_m: float = 60.0
     chunk_size_bytes: int = 1 << 20
     writer: str = "process"
@@ -336,6 +358,8 @@ class Recorder:
             # raw pixels: the DerivingSink compresses them (in the writer process, when it
             # runs one) into the foxglove.CompressedImage that the file holds
             write(image, RAW_IMAGE, ns, raw_image(obs.t, cam.rgb))
+            if self.cfg.depth and cam.depth is not None:
+                write(depth_topic(name), RAW_DEPTH, ns, raw_depth(obs.t, cam.depth))
 
     def _perception(self, p: PerceptionOutput) -> None:
         text = codec.encode_perception(p)

@@ -26,6 +26,7 @@ from sim.recording.writer import (
     STAGE_TOPICS,
     STATIC_TOPICS,
     WORLD_TOPICS,
+    depth_topic,
 )
 from sim.route import Route
 from sim.scenario import load_scenario
@@ -184,6 +185,40 @@ def test_a_camera_with_a_sensor_tick_writes_each_image_once_and_reads_back_held(
         assert cam.rgb.std() > 0
         np.testing.assert_array_equal(cam.rgb, pictures[cam.frame // 2])
     assert not np.array_equal(pictures[0], pictures[3])  # the ego moved
+
+
+def test_depth_is_recorded_when_asked_as_a_raw_32fc1_image_equal_to_the_rendered_one(
+    tmp_path: Path,
+) -> None:
+    # taken at frames 0, 2, 4, 6 and held between, as the images are
+    scenario = tmp_path / "camera_small.yaml"
+    scenario.write_text(CAMERA_SCENARIO.replace("height: 120}", "height: 120, sensor_tick: 0.1}"))
+    live: dict[int, np.ndarray] = {}
+
+    def keep(obs: Observation) -> None:
+        depth = obs.sensors["front"].depth
+        assert depth is not None
+        live[obs.frame] = depth.copy()
+
+    cfg = StackConfig()
+    paths = {depth: tmp_path / f"depth_{depth}.mcap" for depth in (True, False)}
+    for depth, path in paths.items():
+        settings = RecorderSettings(image_format="png", depth=depth)
+        world, stack, sc = make_world(cfg.backend), build_stack(cfg), load_scenario(str(scenario))
+        record_episode(path, world, stack, cfg, sc, 0, 6, keep, settings)
+    rec = read_recording(paths[True])
+    topic = depth_topic("front")
+    assert rec.schemas[topic] == "foxglove.RawImage" and rec.count(topic) == 4
+    msg = rec.json(topic)[0]
+    assert (msg["encoding"], msg["width"], msg["height"], msg["step"]) == ("32FC1", 160, 120, 640)
+    assert msg["frame_id"] == "camera_front"
+    frames = list(rec.observations())
+    for obs in frames[1:]:  # the stack's callback saw frames 1..6
+        got = obs.sensors["front"].depth
+        assert got is not None and _same_bits(got, live[obs.frame])
+    without = read_recording(paths[False])
+    assert topic not in without.messages
+    assert all(o.sensors["front"].depth is None for o in without.observations())
 
 
 def test_without_opencv_images_are_skipped_with_a_warning(

@@ -219,8 +219,6 @@ def test_an_open_loop_replay_of_learned_perception_from_exact_pixels_reproduces_
     # Recorded with lossless images, the perceiver's frames come back exactly (each camera's
     # image once, on the frame it was taken; held between): re-run, it gives the recorded
     # outputs. Its latency, the run's timing, is no output (every detection tick's differs).
-    # (Depth is not recorded: where the live perceiver placed a sign or head by the depth
-    # image, a replay cannot: red_lights seed 0 from its 54th frame.)
     from launch.record import record_episode
     from launch.stack import build_stack, make_world
     from sim.recording import RecorderSettings
@@ -240,6 +238,35 @@ def test_an_open_loop_replay_of_learned_perception_from_exact_pixels_reproduces_
     r = open_loop(rec, cfg, {}, "perception", None)
     assert r["frames"] == 20 and r["perception"]["frames_differing"] == 0
     assert r["perception"]["objects_per_frame"]["replayed"] > 0
+
+
+def test_an_open_loop_replay_of_learned_perception_needs_the_recorded_depth(
+    tmp_path: Path,
+) -> None:
+    # red_lights seed 0: from its 54th frame the live perceiver places a light by the depth
+    # image. Recorded with it, a re-run gives the recorded outputs on every frame; the same
+    # recording read without its depth channels does not, and the report says what it lacks.
+    from launch.record import record_episode
+    from launch.replay import format_open_loop
+    from launch.stack import build_stack, make_world
+    from sim.recording import RecorderSettings
+    from sim.scenario import load_scenario
+
+    cfg = StackConfig(perception="cnn")
+    path = tmp_path / "cnn.mcap"
+    settings = RecorderSettings(image_format="png", depth=True)
+    world, stack = make_world(cfg.backend), build_stack(cfg)
+    record_episode(path, world, stack, cfg, load_scenario("red_lights"), 0, 60, settings=settings)
+    rec = read_recording(path)
+    assert rec.count("/camera/front/depth") == rec.count("/camera/front/image") == 31
+    r = open_loop(rec, cfg, {}, "perception", None)
+    assert r["frames"] == 60 and r["perception"]["frames_differing"] == 0
+    assert r["perception"]["camera_inputs"] == {"images": "png", "depth": True}
+    for name in ("front", "front_read"):
+        del rec.messages[f"/camera/{name}/depth"]
+    r = open_loop(rec, cfg, {}, "perception", None)
+    assert r["perception"]["frames_differing"] > 0
+    assert "png images, no depth (--record-images png --record-depth" in format_open_loop(r)
 
 
 def test_image_map_ignores_boxes_too_small_or_hidden_to_score(recorded: Path) -> None:
