@@ -756,7 +756,10 @@ class LearnedPerceiver:
                         length,
                         width,
                         k.score,
-                        k.box,
+                        # the box is of the last detection step's frame: an object that step
+                        # did not box coasts on its track and has none (its last box would
+                        # stand where it was then, on an older frame)
+                        k.box if k.t_last == self._last_detect_t else None,
                     )
                 )
             elif k.group == "sign":

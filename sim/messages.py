@@ -288,7 +288,9 @@ class DetectedObject:
     length: float
     width: float
     score: float = 1.0
-    box: tuple[float, float, float, float] | None = None  # image box x0, y0, x1, y1 (px)
+    # image box x0, y0, x1, y1 (px) on the camera frame of the last detection step; None when
+    # that step did not box it (a tracked object coasting) or the perceiver has no image
+    box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)

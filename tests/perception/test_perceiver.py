@@ -288,6 +288,21 @@ def test_objects_get_ids_and_speeds_from_tracking() -> None:
     assert car.speed == pytest_approx(5.0, 0.3) and abs(car.yaw) < 0.1
 
 
+def test_an_object_carries_the_box_of_this_detection_step_only() -> None:
+    # a car boxed on every detection step is reported with that step's box; a step that
+    # misses it leaves it reported (coasting on its track) without a box, and a tick without
+    # a detection step (None) changes nothing
+    p = _perceiver()
+    box = (10.0, 10.0, 40.0, 30.0)
+    car = FrameDetection("vehicle", DetectionClass.VEHICLE, box, 0.9, 20.0, 0.0)
+    steps = [[car], [car], None, [], None, [car]]
+    boxes = []
+    for k, dets in enumerate(steps):
+        out = p.track(dets, VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0))
+        boxes.append([o.box for o in out.objects])
+    assert boxes == [[], [box], [box], [None], [None], [box]]
+
+
 def pytest_approx(v: float, tol: float) -> object:
     import pytest
 
