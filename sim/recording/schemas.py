@@ -28,11 +28,15 @@ def _num() -> JSON:
     return {"type": "number"}
 
 
+def _uint(description: str = "") -> JSON:
+    out: JSON = {"type": "integer", "minimum": 0}
+    if description:
+        out["description"] = description
+    return out
+
+
 def _time() -> JSON:
-    return _obj(
-        "time",
-        {"sec": {"type": "integer", "minimum": 0}, "nsec": {"type": "integer", "minimum": 0}},
-    )
+    return _obj("time", {"sec": _uint(), "nsec": _uint()})
 
 
 def _vec3(title: str = "foxglove.Vector3") -> JSON:
@@ -51,6 +55,10 @@ def _color() -> JSON:
     return _obj("foxglove.Color", {"r": _num(), "g": _num(), "b": _num(), "a": _num()})
 
 
+def _bytes() -> JSON:
+    return {"type": "string", "contentEncoding": "base64"}
+
+
 def _array(items: JSON) -> JSON:
     return {"type": "array", "items": items}
 
@@ -60,7 +68,7 @@ COMPRESSED_IMAGE = _obj(
     {
         "timestamp": _time(),
         "frame_id": {"type": "string"},
-        "data": {"type": "string", "contentEncoding": "base64"},
+        "data": _bytes(),
         "format": {"type": "string", "description": "png or jpeg"},
     },
     "A compressed image",
@@ -71,11 +79,11 @@ RAW_IMAGE = _obj(
     {
         "timestamp": _time(),
         "frame_id": {"type": "string"},
-        "width": {"type": "integer", "minimum": 0},
-        "height": {"type": "integer", "minimum": 0},
+        "width": _uint(),
+        "height": _uint(),
         "encoding": {"type": "string", "description": "32FC1: depth in metres"},
-        "step": {"type": "integer", "minimum": 0, "description": "bytes per row"},
-        "data": {"type": "string", "contentEncoding": "base64"},
+        "step": _uint("bytes per row"),
+        "data": _bytes(),
     },
     "A raw image",
 )
@@ -97,8 +105,8 @@ CAMERA_CALIBRATION = _obj(
     {
         "timestamp": _time(),
         "frame_id": {"type": "string"},
-        "width": {"type": "integer", "minimum": 0},
-        "height": {"type": "integer", "minimum": 0},
+        "width": _uint(),
+        "height": _uint(),
         "distortion_model": {"type": "string"},
         "D": _array(_num()),
         "K": _array(_num()),
@@ -119,7 +127,7 @@ _LINE = _obj(
         "points": _array(_vec3("foxglove.Point3")),
         "color": _color(),
         "colors": _array(_color()),
-        "indices": _array({"type": "integer", "minimum": 0}),
+        "indices": _array(_uint()),
     },
 )
 _TEXT = _obj(
