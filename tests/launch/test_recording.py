@@ -219,6 +219,17 @@ def test_depth_is_recorded_when_asked_as_a_raw_32fc1_image_equal_to_the_rendered
     without = read_recording(paths[False])
     assert topic not in without.messages
     assert all(o.sensors["front"].depth is None for o in without.observations())
+    # the command line's flag: captures at frames 0 and 2 of 3
+    path = tmp_path / "cli.mcap"
+    out = str(tmp_path / "out")
+    proc = cli("run", str(scenario), "--max-steps", "2", "--out", out, "-q", "--record", str(path))
+    proc_depth = cli(
+        "run", str(scenario), "--max-steps", "2", "--out", out, "-q", "--record",
+        str(tmp_path / "cli_depth.mcap"), "--record-depth",
+    )  # fmt: skip
+    assert proc.returncode == proc_depth.returncode == 0, proc.stderr + proc_depth.stderr
+    assert read_recording(path).count(topic) == 0
+    assert read_recording(tmp_path / "cli_depth.mcap").count(topic) == 2
 
 
 def test_without_opencv_images_are_skipped_with_a_warning(
