@@ -312,7 +312,7 @@ def add_record_args(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--record-depth",
         action="store_true",
-        help="also record the cameras' depth images, lossless (a file about 40%% larger): a "
+        help="also record the cameras' depth images, lossless (sizes: docs/recording.md): a "
         "learned perceiver places some objects by depth, so an exact perception replay needs "
         "them",
     )
