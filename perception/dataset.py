@@ -150,21 +150,29 @@ def assign_splits(
 ) -> dict[tuple[str, int], str]:
     """Each episode ``(scenario, seed)`` to ``train``, ``val`` or ``test``.
 
-    Episodes are shuffled by a hash of the base ``seed`` and their names, so the assignment does
-    not depend on the order they were driven in. With three or more episodes, val and test get
-    at least one each; with two, one is test; with one, it is train.
+    An episode's split is where a hash of the base ``seed`` and its name falls in [0, 1): below
+    ``test_fraction`` test, below ``test_fraction + val_fraction`` val, train above. It depends
+    on no other episode, so the assignment does not depend on the order they were driven in, and
+    a larger set collected from the same base seed (more episodes of each scenario) keeps every
+    episode of a smaller one in its split: a test split grows, and no test episode moves into
+    train. Small sets are the exception: with three or more episodes val and test get at least
+    one each (the episodes nearest their thresholds move there); with two, one is test; with
+    one, it is train.
     """
 
-    def key(ep: tuple[str, int]) -> str:
-        return hashlib.sha256(f"{seed}/{ep[0]}/{ep[1]}".encode()).hexdigest()
+    def draw(ep: tuple[str, int]) -> float:
+        digest = hashlib.sha256(f"{seed}/{ep[0]}/{ep[1]}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2.0**64
 
-    order = sorted(set(episodes), key=key)
-    n = len(order)
-    n_test = max(1, round(settings.test_fraction * n)) if n >= 2 else 0
-    n_val = max(1, round(settings.val_fraction * n)) if n >= 3 else 0
-    out = {}
-    for i, ep in enumerate(order):
-        out[ep] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    order = sorted(set(episodes), key=draw)
+    if len(order) <= 2:
+        return {ep: "test" if i == 0 and len(order) == 2 else "train" for i, ep in enumerate(order)}
+    test, val = settings.test_fraction, settings.test_fraction + settings.val_fraction
+    out = {ep: "test" if draw(ep) < test else "val" if draw(ep) < val else "train" for ep in order}
+    if "test" not in out.values():
+        out[order[0]] = "test"
+    if "val" not in out.values():
+        out[next(ep for ep in order if out[ep] != "test")] = "val"
     return out
 
 

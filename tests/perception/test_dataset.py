@@ -104,6 +104,27 @@ def test_split_assignment_is_deterministic_and_order_free() -> None:
     assert sorted(assign_splits([("a", 0), ("a", 1)], s, 0).values()) == ["test", "train"]
 
 
+def test_a_larger_set_keeps_each_episode_of_a_smaller_one_in_its_split() -> None:
+    """More episodes of each scenario from the same base seed add episodes to every split and move
+    none: a test episode of a 4-episode set is a test episode of the 24-episode set."""
+    s = DatasetSettings()
+    scenarios = [f"scenario_{i}" for i in range(10)]
+    small = assign_splits([(n, k) for n in scenarios for k in range(4)], s, seed=0)
+    large = assign_splits([(n, k) for n in scenarios for k in range(24)], s, seed=0)
+    assert {ep: large[ep] for ep in small} == small
+    shares = {
+        split: list(large.values()).count(split) / len(large) for split in set(large.values())
+    }
+    assert abs(shares["test"] - 0.15) < 0.06 and abs(shares["val"] - 0.15) < 0.06
+    # a set too small to fill val and test by the hash alone still gets one of each
+    few = assign_splits(
+        [("a", 0), ("a", 1), ("a", 2)],
+        DatasetSettings(val_fraction=0.01, test_fraction=0.01),
+        seed=0,
+    )
+    assert sorted(few.values()) == ["test", "train", "val"]
+
+
 def test_coco_boxes_move_pixel_centres_to_pixel_corners() -> None:
     assert coco_box(np.array([10.0, 20.0, 30.0, 25.0])) == [10.5, 20.5, 20.0, 5.0]
     assert coco_box(np.array([-0.5, -0.5, 639.5, 479.5])) == [0.0, 0.0, 640.0, 480.0]
