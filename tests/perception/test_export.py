@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -33,6 +34,14 @@ def test_round_trip_gives_the_same_network(saved: Path) -> None:
             torch.testing.assert_close(loaded(x)[k], v)
     meta = json.loads(saved.with_suffix(".json").read_text())
     assert meta["architecture"] == "cnn" and meta["config"]["input_hw"] == [64, 96]
+
+
+def test_the_weights_file_is_written_as_its_json_is(saved: Path) -> None:
+    # safetensors' own save_file leaves a file only its owner can read: weights made in a
+    # shared runs/ folder could not be loaded by anyone else
+    assert saved.stat().st_mode & 0o777 == saved.with_suffix(".json").stat().st_mode & 0o777
+    meta = json.loads(saved.with_suffix(".json").read_text())
+    assert meta["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
 
 
 def test_wrong_architecture_is_refused(saved: Path) -> None:
