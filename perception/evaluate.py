@@ -158,10 +158,10 @@ def evaluate(
     perceiver = LearnedPerceiver.from_files(
         str(detector), str(classifier), PerceiverSettings(), device
     )
-    ranked = dataclasses.replace(
-        perceiver.cfg, score_threshold=settings.coco_score_threshold, top_k=settings.coco_top_k
-    )  # the same networks, keeping every box COCO ranks
-    ranker = LearnedPerceiver(perceiver.detector, perceiver.classifier, ranked, device)
+    cuts = [
+        (perceiver.cfg.top_k, perceiver.cfg.score_threshold),  # what the perceiver acts on
+        (settings.coco_top_k, settings.coco_score_threshold),  # every box COCO ranks
+    ]
     data = load_split(data_dir, settings.split, perceiver.input_hw, settings.limit)
     coco_all = read_annotations(data_dir)
     reads = read_files(data, read_dir) if read_dir is not None else None
@@ -170,8 +170,9 @@ def evaluate(
     for i in range(len(data)):
         frame, scale = _frame(data, i)
         read = read_rgb(reads[i]) if reads is not None else None
-        dets.append(_in_input_px(perceiver.detect(frame, read), scale))
-        ranked_dets.append(_in_input_px(ranker.detect(frame, read), scale))
+        acted, ranked = perceiver.detect_cuts(frame, read, cuts)
+        dets.append(_in_input_px(acted, scale))
+        ranked_dets.append(_in_input_px(ranked, scale))
     result: dict[str, Any] = {
         "detector": str(detector),
         "classifier": str(classifier),

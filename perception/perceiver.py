@@ -428,22 +428,52 @@ class LearnedPerceiver:
         return self._output(ego, route, latency_s)
 
     # ---------------------------------------------------------------------- per frame
-    @torch.inference_mode()
     def detect(
         self, frame: CameraFrame, read_rgb: np.ndarray | None = None
     ) -> list[FrameDetection]:
         """Boxes of one frame with classes, scores, classifier labels and ego-frame positions.
         ``read_rgb``: the same view from the classifier's camera (any size), where it has one
         of its own; its crops are cut from it."""
+        return self.detect_cuts(frame, read_rgb, [(self.cfg.top_k, self.cfg.score_threshold)])[0]
+
+    @torch.inference_mode()
+    def detect_cuts(
+        self,
+        frame: CameraFrame,
+        read_rgb: np.ndarray | None,
+        cuts: list[tuple[int, float]],
+    ) -> list[list[FrameDetection]]:
+        """:meth:`detect`'s boxes at each ``(top_k, score_threshold)`` cut of the detector's
+        heatmaps, from one run of the network: the evaluation's operating cut and the ranked
+        list COCO scores (each the same as :meth:`detect` with those two settings)."""
         h0, w0 = frame.rgb.shape[:2]
         img = _image(frame.rgb, self.device)  # (1, 3, H0, W0)
         h, w = self.input_hw
         x = img if (h0, w0) == (h, w) else F.interpolate(img, size=(h, w), mode="area")
+        pred = self.detector(x)
+        # crops from the classifier's own camera where it has one, else the whole frame: a
+        # larger camera gives the classifier more pixels
+        src = img if read_rgb is None else _image(read_rgb, self.device)
+        return [self._detections(frame, src, pred, k, t) for k, t in cuts]
+
+    def _detections(
+        self,
+        frame: CameraFrame,
+        src: Tensor,
+        pred: dict[str, Tensor],
+        top_k: int,
+        score_threshold: float,
+    ) -> list[FrameDetection]:
+        """One cut of :meth:`detect_cuts`: decode the detector's outputs ``pred``, read signs
+        and heads (their crops cut from ``src``, the frame or the classifier's camera), place
+        the boxes."""
+        h0, w0 = frame.rgb.shape[:2]
+        h, w = self.input_hw
         det: Detections = decode(
-            self.detector(x),
+            pred,
             self.stride,
-            self.cfg.top_k,
-            self.cfg.score_threshold,
+            top_k,
+            score_threshold,
             self.cfg.nms_iou,
             self.cfg.nms_contain,
             self.cfg.vote_iou,
@@ -455,9 +485,6 @@ class LearnedPerceiver:
         read = [i for i, c in enumerate(classes) if GROUP[c] in ("sign", "light")]
         heads = [False] * len(classes)  # whose crop the classifier finds a light head in
         if read:
-            # crops from the classifier's own camera where it has one, else the whole frame:
-            # a larger camera gives the classifier more pixels
-            src = img if read_rgb is None else _image(read_rgb, self.device)
             rx, ry = src.shape[3] / w0, src.shape[2] / h0
             crops = crop_boxes(
                 src,

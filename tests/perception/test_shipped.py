@@ -86,6 +86,16 @@ def test_cameras_taking_a_frame_per_detection_step_drive_as_rendering_every_tick
     assert drawn_held == [f for f in range(0, 61, 2) for _ in range(2)]
 
 
+def _unseen_sign_view() -> tuple[CameraFrame, CameraFrame]:
+    """The twelfth gallery view of town_small_tour seed 600 (the unseen map's gallery set of
+    docs/perception.md) at 320×240 and at 640×480."""
+    scenario = load_scenario("town_small_tour")
+    small, large = (
+        episode_views(scenario, default_camera(scale=k), 600, 12, 10)[11][0] for k in (1, 2)
+    )
+    return small, large
+
+
 def test_a_small_sign_is_read_from_the_frame_twice_the_detectors_size() -> None:
     # The twelfth gallery view of town_small_tour seed 600 (the unseen map's gallery set of
     # docs/perception.md): a "120" sign 11 px across at the detector's 320×240. The classifier
@@ -94,10 +104,7 @@ def test_a_small_sign_is_read_from_the_frame_twice_the_detectors_size() -> None:
     # With a 640×480 camera alone (camera_scale 2) the detector sees it averaged down and gives
     # its boxes in the frame's px.
     perceiver = default_perceiver("cnn", "cpu")
-    scenario = load_scenario("town_small_tour")
-    small, large = (
-        episode_views(scenario, default_camera(scale=k), 600, 12, 10)[11][0] for k in (1, 2)
-    )
+    small, large = _unseen_sign_view()
     assert small.box_class is not None and small.box_value is not None and small.boxes is not None
     truth = [
         (float(v), b) for c, v, b in zip(small.box_class, small.box_value, small.boxes, strict=True)
@@ -114,6 +121,22 @@ def test_a_small_sign_is_read_from_the_frame_twice_the_detectors_size() -> None:
     assert len(averaged) == 1 and averaged[0].px == 2
     np.testing.assert_allclose(np.array(averaged[0].box) / 2, signs[0][1].box, atol=1.0)
     assert (averaged[0].x, averaged[0].y) == pytest.approx((signs[0][1].x, signs[0][1].y), rel=0.1)
+
+
+def test_one_network_run_gives_each_cut_as_a_perceiver_of_that_cut_detects() -> None:
+    # perception eval scores the boxes the perceiver acts on and COCO's ranked list of the same
+    # frame from one run of the detector (detect_cuts); each is what a perceiver with that cut
+    # detects on its own.
+    perceiver = default_perceiver("cnn", "cpu")
+    small, large = _unseen_sign_view()
+    ranked = dataclasses.replace(perceiver.cfg, top_k=100, score_threshold=0.01)
+    ranker = LearnedPerceiver(perceiver.detector, perceiver.classifier, ranked)
+    acted, every = perceiver.detect_cuts(
+        small, large.rgb, [(perceiver.cfg.top_k, perceiver.cfg.score_threshold), (100, 0.01)]
+    )
+    assert acted == perceiver.detect(small, large.rgb)
+    assert every == ranker.detect(small, large.rgb)
+    assert len(every) > len(acted) > 0
 
 
 def test_a_second_camera_for_the_classifier_joins_the_scenario_and_is_read() -> None:
