@@ -95,11 +95,17 @@ def training_scenarios() -> list[str]:
 
 
 def collect_training_data(
-    out: Path, frames: int, seed: int, episodes: int = 4, progress: bool = True, scale: int = 1
+    out: Path,
+    frames: int,
+    seed: int,
+    episodes: int = 4,
+    progress: bool = True,
+    scale: int = 1,
+    every: int = 8,
 ) -> Path:
     """About ``frames`` frames at the runtime camera's 320×240 (times ``scale``, the perceiver's
-    ``camera_scale``) from randomised episodes of the training scenarios (a frame every 0.4 s),
-    split train/val/test by episode."""
+    ``camera_scale``) from ``episodes`` randomised episodes of each training scenario (a frame
+    every ``every`` ticks: 0.4 s by default), split train/val/test by episode."""
     from launch.camera_cmds import collect_dataset
     from perception.perceiver import default_camera
     from sim.scenario import load_scenario
@@ -107,7 +113,9 @@ def collect_training_data(
     scenarios = [load_scenario(s) for s in training_scenarios()]
     per_episode = max(1, -(-frames // (len(scenarios) * episodes)))
     specs = [default_camera(scale=scale) for _ in scenarios]
-    collect_dataset(scenarios, specs, out, per_episode, episodes, seed, every=8, progress=progress)
+    collect_dataset(
+        scenarios, specs, out, per_episode, episodes, seed, every=every, progress=progress
+    )
     return out / "annotations.json"
 
 
@@ -150,10 +158,12 @@ def collect_gallery_data(
     subject: Subject = "signs",
     progress: bool = True,
     scale: int = 1,
+    every: int = 10,
 ) -> Path:
     """Views of the training maps' signs and light heads from where a driver meets them, with
     random states, types and values, or (``subject="road-users"``) of their pedestrians and
-    vehicles (launch/gallery.py): close-up and rare views a drive hardly collects. At 320×240
+    vehicles (launch/gallery.py): close-up and rare views a drive hardly collects, ``views`` of
+    each of ``episodes`` episodes per scenario, one every ``every`` ticks at most. At 320×240
     times ``scale``, as :func:`collect_training_data`."""
     from launch.camera_cmds import collect_dataset
     from launch.gallery import episode_views
@@ -164,34 +174,46 @@ def collect_gallery_data(
     specs = [default_camera(scale=scale) for _ in scenarios]
     source = functools.partial(episode_views, subject=subject)
     collect_dataset(
-        scenarios, specs, out, views, episodes, seed, every=10, source=source, progress=progress
+        scenarios, specs, out, views, episodes, seed, every=every, source=source, progress=progress
     )
     return out / "annotations.json"
 
 
-EPISODES = 4  # randomised episodes of each scenario in every set make-default-weights collects
-# The classifier's own signs' gallery: three times the episodes of the shared one (seeds
-# seed+200..seed+211), which the detectors do not train on. The classifier is short of data:
-# with it, it reads 86-87 % of the signs the CNN detects in two large gallery sets, 77-79 %
-# without (docs/perception.md, "The classifier's own gallery").
+# The detectors' sets (drives, signs' gallery, road users' views) spread their frames over many
+# episodes, a few frames each: 24 episodes of each training scenario, a frame every 1.2 s
+# (DRIVE_EVERY ticks) of the first 24 s of each drive, a view every 1.5 s. Four episodes of 60
+# frames each, one every 0.4 s, cover the same drives' time with the same number of images
+# and score lower on vehicles on every large test set, with two seeds each (docs/perception.md,
+# "More episodes, fewer frames each").
+DETECTOR_EPISODES = 24
+DRIVE_EVERY = 24
+GALLERY_EVERY = 30
+EPISODES = 4  # randomised episodes of each scenario in the classifier's sign-rich drives
+# The classifier's own signs' gallery: three times those episodes (seeds seed+200..seed+211), a
+# view every 0.5 s, which the detectors do not train on. The classifier is short of data: with
+# it, it reads 86-87 % of the signs the CNN detects in two large gallery sets, 77-79 % without
+# (docs/perception.md, "The classifier's own gallery").
 CLASSIFIER_GALLERY_EPISODES = 3 * EPISODES
 
 
-def set_sizes(frames: int) -> dict[str, int]:
-    """Frames (or views) per episode of the sets make-default-weights collects beside
-    ``frames`` frames of drives: half as many frames of the classifier's sign-rich drives, as
-    many signs' gallery views (three times as many more in the classifier's own gallery, of
-    three times the episodes) and a third as many road-user views. For the default 2400: 60,
-    60 and 20 (1200, 2400 + 7200 and 800 in all)."""
+def set_sizes(frames: int, episodes: int = DETECTOR_EPISODES) -> dict[str, int]:
+    """Frames (or views) per episode of each set make-default-weights collects for ``frames``
+    frames of drives over ``episodes`` episodes of each training scenario: as many signs'
+    gallery views, a third as many road users' views; a quarter as many frames of the
+    classifier's sign-rich drives and one and a half times as many views in its own gallery,
+    over :data:`EPISODES` and :data:`CLASSIFIER_GALLERY_EPISODES` episodes. For the default
+    4800 over 24 episodes: 20, 20, 7, 60 and 60 (4800, 4800, 1680, 1200 and 7200 in all)."""
 
-    def per_episode(n: int, scenarios: int) -> int:
-        return max(1, -(-n // (scenarios * EPISODES)))
+    def per_episode(n: int, scenarios: int, episodes: int) -> int:
+        return max(1, -(-n // (scenarios * episodes)))
 
     n = len(training_scenarios())
     return {
-        "signs_lights": per_episode(frames // 2, len(CLASSIFIER_SCENARIOS)),
-        "gallery": per_episode(frames, n),
-        "road_users": per_episode(frames // 3, n),
+        "data": per_episode(frames, n, episodes),
+        "gallery": per_episode(frames, n, episodes),
+        "road_users": per_episode(frames // 3, n, episodes),
+        "signs_lights": per_episode(frames // 4, len(CLASSIFIER_SCENARIOS), EPISODES),
+        "classifier_gallery": per_episode(3 * frames // 2, n, CLASSIFIER_GALLERY_EPISODES),
     }
 
 
@@ -203,32 +225,46 @@ def read_scale() -> int:
     return PerceiverSettings().read_scale
 
 
-def collect_sets(work: Path, frames: int, seed: int, jobs: int = 2) -> dict[str, float]:
+def collect_sets(
+    work: Path, frames: int, seed: int, jobs: int = 2, episodes: int = DETECTOR_EPISODES
+) -> dict[str, float]:
     """Collect the seven sets make-default-weights trains on under ``work``, ``jobs`` at a time
     (one process each), the longest first; the seconds each took, as ``collect_NAME_s``. The
     classifier's four are rendered at :func:`read_scale` (two of them, ``data_read`` and
-    ``gallery_read``, the same views as the detectors' ``data`` and ``gallery``).
+    ``gallery_read``, the same views as the detectors' ``data`` and ``gallery``); ``frames`` and
+    ``episodes`` size them (:func:`set_sizes`).
 
     Each set is a function of its own seed alone, so collecting them side by side writes what
     collecting them in turn writes (annotations.json's creation time aside)."""
-    size = set_sizes(frames)
-    g = size["gallery"]
+    size = set_sizes(frames, episodes)
     k = {"scale": read_scale()}
+    drives = (frames, seed, episodes)
+    gallery = (seed + 100, episodes, size["gallery"])
+    g = {"every": GALLERY_EVERY}
     sets: dict[str, tuple[Callable[..., Path], tuple[Any, ...], dict[str, Any]]] = {
         # the classifier's own gallery takes longer than any other
         "classifier_gallery": (
             collect_gallery_data,
-            (work / "classifier_gallery", seed + 200, CLASSIFIER_GALLERY_EPISODES, g),
+            (
+                work / "classifier_gallery",
+                seed + 200,
+                CLASSIFIER_GALLERY_EPISODES,
+                size["classifier_gallery"],
+            ),
             k,
         ),
-        "gallery_read": (collect_gallery_data, (work / "gallery_read", seed + 100, EPISODES, g), k),
-        "gallery": (collect_gallery_data, (work / "gallery", seed + 100, EPISODES, g), {}),
-        "data_read": (collect_training_data, (work / "data_read", frames, seed, EPISODES), k),
-        "data": (collect_training_data, (work / "data", frames, seed, EPISODES), {}),
+        "gallery_read": (collect_gallery_data, (work / "gallery_read", *gallery), {**k, **g}),
+        "gallery": (collect_gallery_data, (work / "gallery", *gallery), g),
+        "data_read": (
+            collect_training_data,
+            (work / "data_read", *drives),
+            {**k, "every": DRIVE_EVERY},
+        ),
+        "data": (collect_training_data, (work / "data", *drives), {"every": DRIVE_EVERY}),
         "road_users": (
             collect_gallery_data,
-            (work / "road_users", seed + 150, EPISODES, size["road_users"], "road-users"),
-            {},
+            (work / "road_users", seed + 150, episodes, size["road_users"], "road-users"),
+            g,
         ),
         "signs_lights": (
             collect_classifier_data,
@@ -280,12 +316,13 @@ def make_default_weights(
     collect: bool = True,
     jobs: int = 2,
     max_steps: int | None = None,
+    episodes: int = DETECTOR_EPISODES,
 ) -> dict[str, Any]:
     """Collect the datasets and train the three shipped networks (``jobs`` at a time, each on
     one thread, so a 2-core machine runs two at once) and copy them into ``out``.
 
-    ``frames`` sizes every set (:func:`set_sizes`); ``max_steps`` cuts each training short (a
-    smoke test of the whole command)."""
+    ``frames`` and ``episodes`` size every set (:func:`set_sizes`); ``max_steps`` cuts each
+    training short (a smoke test of the whole command)."""
     data = work / "data"
     extra = work / "signs_lights"
     gallery = work / "gallery"
@@ -295,7 +332,7 @@ def make_default_weights(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if collect:
-        timings.update(collect_sets(work, frames, seed, jobs))
+        timings.update(collect_sets(work, frames, seed, jobs, episodes))
         timings["collect_s"] = time.perf_counter() - t0
     # The classifier reads signs and heads, from the camera at the read scale (its crops are
     # cut from the sets' images at their own size); the detectors also learn the road users.
@@ -334,6 +371,7 @@ def make_default_weights(
         "weights": made,
         "data": {n: [str(d) for d in sets[n]] for n in names},
         "frames": frames,
+        "episodes": episodes,
         "seed": seed,
         "max_steps": max_steps,
         "device": device,
@@ -356,6 +394,7 @@ def _cmd_make_default_weights(args: argparse.Namespace) -> int:
         not args.no_collect,
         args.jobs,
         args.max_steps,
+        args.episodes,
     )
     print(json.dumps(manifest, indent=2))
     return 0
@@ -411,8 +450,16 @@ def add_commands(perception: Any) -> None:
     mk.add_argument(
         "--frames",
         type=positive_int,
-        default=2400,
-        help="frames of drives to collect; the other sets scale with it (default 2400)",
+        default=4800,
+        help="frames of drives the detectors learn from; the other sets scale with it"
+        " (default 4800)",
+    )
+    mk.add_argument(
+        "--episodes",
+        type=positive_int,
+        default=DETECTOR_EPISODES,
+        help="randomised episodes of each training scenario in the detectors' sets (default"
+        f" {DETECTOR_EPISODES})",
     )
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--device", type=_device, default="cpu")

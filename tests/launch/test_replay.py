@@ -243,9 +243,10 @@ def test_an_open_loop_replay_of_learned_perception_from_exact_pixels_reproduces_
 def test_an_open_loop_replay_of_learned_perception_needs_the_recorded_depth(
     tmp_path: Path,
 ) -> None:
-    # red_lights seed 0: from its 54th frame the live perceiver places a light by the depth
-    # image. Recorded with it, a re-run gives the recorded outputs on every frame; the same
-    # recording read without its depth channels does not, and the report says what it lacks.
+    # red_lights seed 0: in its last 10 of 100 frames the live perceiver places a light by the
+    # depth image (the shipped CNN of 2026-12-06 morning from the 54th). Recorded with it, a
+    # re-run gives the recorded outputs on every frame; the same recording read without its
+    # depth channels does not, and the report says what it lacks.
     from launch.record import record_episode
     from launch.replay import format_open_loop
     from launch.stack import build_stack, make_world
@@ -256,11 +257,11 @@ def test_an_open_loop_replay_of_learned_perception_needs_the_recorded_depth(
     path = tmp_path / "cnn.mcap"
     settings = RecorderSettings(image_format="png", depth=True)
     world, stack = make_world(cfg.backend), build_stack(cfg)
-    record_episode(path, world, stack, cfg, load_scenario("red_lights"), 0, 60, settings=settings)
+    record_episode(path, world, stack, cfg, load_scenario("red_lights"), 0, 100, settings=settings)
     rec = read_recording(path)
-    assert rec.count("/camera/front/depth") == rec.count("/camera/front/image") == 31
+    assert rec.count("/camera/front/depth") == rec.count("/camera/front/image") == 51
     r = open_loop(rec, cfg, {}, "perception", None)
-    assert r["frames"] == 60 and r["perception"]["frames_differing"] == 0
+    assert r["frames"] == 100 and r["perception"]["frames_differing"] == 0
     assert r["perception"]["camera_inputs"] == {"images": "png", "depth": True}
     for name in ("front", "front_read"):
         del rec.messages[f"/camera/{name}/depth"]

@@ -85,23 +85,27 @@ def test_cuda_on_a_machine_without_one_is_one_line_and_exit_2(
 
 
 def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
-    """The shipped weights' command, whole: every set collected (at one frame or view per
-    episode) two at a time, the three networks trained two at once for two steps, copied with a
-    manifest."""
+    """The shipped weights' command, whole: every set collected (at a few frames or views per
+    episode, the detectors' of one episode per scenario) two at a time, the three networks
+    trained two at once for two steps, copied with a manifest."""
     from launch.perception_commands import (
+        CLASSIFIER_GALLERY_EPISODES,
+        DRIVE_EVERY,
         EPISODES,
         collect_classifier_data,
         collect_training_data,
         set_sizes,
+        training_scenarios,
     )
     from perception.perceiver import LearnedPerceiver
 
-    assert set_sizes(2400) == {"signs_lights": 60, "gallery": 60, "road_users": 20}  # as shipped
+    shipped = {"data": 20, "gallery": 20, "road_users": 7, "signs_lights": 60}
+    assert set_sizes(4800, 24) == {**shipped, "classifier_gallery": 60}
     out, work = tmp_path / "weights", tmp_path / "work"
     argv = ["perception", "make-default-weights", "--out", str(out), "--work", str(work)]
-    assert main([*argv, "--frames", "40", "--max-steps", "2"]) == 0
+    assert main([*argv, "--frames", "40", "--episodes", "1", "--max-steps", "2"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["max_steps"] == 2 and manifest["jobs"] == 2
+    assert manifest["max_steps"] == 2 and manifest["jobs"] == 2 and manifest["episodes"] == 1
     assert manifest["data"]["cnn"] == [str(work / s) for s in ("data", "gallery", "road_users")]
     # its own gallery too, and its four sets at the camera it reads
     stn_sets = ("data_read", "signs_lights", "gallery_read", "classifier_gallery")
@@ -115,19 +119,23 @@ def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -
             json.loads((work / n / "annotations.json").read_text()) for n in (name, f"{name}_read")
         )
         assert [im["file_name"] for im in a["images"]] == [im["file_name"] for im in b["images"]]
-    classifier_gallery = json.loads((work / "classifier_gallery" / "annotations.json").read_text())
-    assert len(classifier_gallery["images"]) == 3 * len(
-        json.loads((work / "gallery" / "annotations.json").read_text())["images"]
-    )  # three times the shared gallery's episodes, as many views each
+
+    def episodes(name: str) -> int:
+        images = json.loads((work / name / "annotations.json").read_text())["images"]
+        return len({(im["scenario"], im["seed"]) for im in images}) // len(training_scenarios())
+
+    # --episodes sizes the detectors' sets; the classifier's own gallery keeps its 12
+    assert [episodes(n) for n in ("data", "gallery", "road_users", "data_read")] == [1, 1, 1, 1]
+    assert episodes("classifier_gallery") == CLASSIFIER_GALLERY_EPISODES
     data = json.loads((work / "data" / "annotations.json").read_text())
     assert len(data["images"]) == 40 and all(data["splits"][s] for s in ("train", "val", "test"))
     sets = ("classifier_gallery", "gallery_read", "gallery", "data_read", "data", "road_users")
     assert all(manifest["timings_s"][f"collect_{s}_s"] > 0 for s in (*sets, "signs_lights"))
     # collected side by side, in processes of their own, a set is what collecting it alone writes
     serial = tmp_path / "serial"
-    collect_training_data(serial / "data", 40, 0, EPISODES)
+    collect_training_data(serial / "data", 40, 0, 1, every=DRIVE_EVERY)
     collect_classifier_data(
-        serial / "signs_lights", 50, EPISODES, set_sizes(40)["signs_lights"], scale=2
+        serial / "signs_lights", 50, EPISODES, set_sizes(40, 1)["signs_lights"], scale=2
     )
     for name in ("data", "signs_lights"):
         alone, beside = serial / name, work / name

@@ -77,13 +77,13 @@ def test_cameras_taking_a_frame_per_detection_step_drive_as_rendering_every_tick
     for name, sc in (("held", scenario), ("every tick", every_tick)):
         renders.clear()
         outputs.clear()
-        run = run_episode(EmbeddedWorld(), stack, sc, 0, max_steps=60)
+        run = run_episode(EmbeddedWorld(), stack, sc, 0, max_steps=80)
         runs[name] = (run.result.trajectory_sha256, list(outputs), list(renders))
     (held, seen_held, drawn_held), (every, seen_every, drawn_every) = runs.values()
     assert held == every and seen_held == seen_every
-    assert any(o.objects or o.signs or o.lights for o in seen_held)  # something was perceived
-    assert drawn_every == [f for f in range(61) for _ in range(2)]  # reset and 60 steps
-    assert drawn_held == [f for f in range(0, 61, 2) for _ in range(2)]
+    assert any(o.lights for o in seen_held)  # the first light is perceived from step 72
+    assert drawn_every == [f for f in range(81) for _ in range(2)]  # reset and 80 steps
+    assert drawn_held == [f for f in range(0, 81, 2) for _ in range(2)]
 
 
 def _unseen_sign_view() -> tuple[CameraFrame, CameraFrame]:
@@ -99,10 +99,11 @@ def _unseen_sign_view() -> tuple[CameraFrame, CameraFrame]:
 def test_a_small_sign_is_read_from_the_frame_twice_the_detectors_size() -> None:
     # The twelfth gallery view of town_small_tour seed 600 (the unseen map's gallery set of
     # docs/perception.md): a "120" sign 11 px across at the detector's 320×240. The classifier
-    # reads "100" from the 320×240 frame, "120" from the same view's 640×480 frame (read_scale
-    # 2), where the detector still sees the 320×240 render and boxes exactly as from it alone.
-    # With a 640×480 camera alone (camera_scale 2) the detector sees it averaged down and gives
-    # its boxes in the frame's px.
+    # reads it from the same view's 640×480 frame (read_scale 2), surer than from the 320×240
+    # frame (the classifier of 2026-12-06 morning read "100" there), while the detector still
+    # sees the 320×240 render and boxes exactly as from it alone; a grey frame in its place
+    # reads no "120". With a 640×480 camera alone (camera_scale 2) the detector sees it averaged
+    # down and gives its boxes in the frame's px.
     perceiver = default_perceiver("cnn", "cpu")
     small, large = _unseen_sign_view()
     assert small.box_class is not None and small.box_value is not None and small.boxes is not None
@@ -113,9 +114,12 @@ def test_a_small_sign_is_read_from_the_frame_twice_the_detectors_size() -> None:
     assert [v for v, _ in truth] == [120.0]
     alone = perceiver.detect(small)
     both = perceiver.detect(small, large.rgb)
-    assert [(d.box, d.score, d.x, d.y) for d in both] == [(d.box, d.score, d.x, d.y) for d in alone]
-    signs = [(a, b) for a, b in zip(alone, both, strict=True) if a.group == "sign"]
-    assert len(signs) == 1 and signs[0][0].label == "limit_100" and signs[0][1].label == "limit_120"
+    grey = perceiver.detect(small, np.full_like(large.rgb, 128))
+    placed = [[(d.box, d.score, d.x, d.y) for d in dets] for dets in (alone, both, grey)]
+    assert placed[0] == placed[1] == placed[2]
+    signs = [(a, b, g) for a, b, g in zip(alone, both, grey, strict=True) if a.group == "sign"]
+    assert len(signs) == 1 and signs[0][1].label == "limit_120" and signs[0][2].label != "limit_120"
+    assert signs[0][1].label_prob > signs[0][0].label_prob
     np.testing.assert_allclose(signs[0][1].box, truth[0][1], atol=1.5)
     averaged = [d for d in perceiver.detect(large) if d.group == "sign"]
     assert len(averaged) == 1 and averaged[0].px == 2
