@@ -7,6 +7,7 @@ says where it stops. Bad input raises :class:`RecordingError` with one line.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import struct
@@ -114,8 +115,6 @@ class Recording:
     def depths(self, camera: str) -> Iterator[np.ndarray]:
         """Depth images ``(H, W)`` float32 m of ``camera`` in frame order (none unless the run
         recorded them: ``RecorderSettings.depth``)."""
-        import base64
-
         for raw in self.messages.get(depth_topic(camera), []):
             m = json.loads(raw)
             if m["encoding"] != "32FC1":
