@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,7 +132,9 @@ def frame_annotations(
                 "iscrowd": int(crowd),
                 "track_id": int(frame.box_id[i]),
                 "occlusion": round(float(occ[i]), 4),
-                "truncation": round(float(trunc[i]), 4),
+                # rounded down: a box in the image has some of it inside, though a car
+                # alongside the lens may show 1e-5 of its projected extent
+                "truncation": math.floor(float(trunc[i]) * 1e4) / 1e4,
                 "visible_px": int(vis[i]),
                 "sign_value": float(value[i]) if cls == DetectionClass.SPEED_LIMIT_SIGN else None,
                 "light_state": (

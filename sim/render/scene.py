@@ -629,6 +629,24 @@ class _Drawn:
             )
             rgb[y0:y1, x0:x1][sel] = np.clip(warped[sel] * gain, 0, 255).astype(np.uint8)
 
+    def _extent_in_image(
+        self, faces: NDArray[np.int64], w: int, h: int
+    ) -> tuple[float, float, float, float]:
+        """The extent ``x0, y0, x1, y1`` of these faces' parts inside the image (its edges at
+        -0.5 and w - 0.5, h - 0.5); empty (x1 < x0) where none is inside."""
+        box = [math.inf, math.inf, -math.inf, -math.inf]
+        for f in faces.tolist():
+            (ax, ay), (bx, by) = self.uv_min[f], self.uv_max[f]
+            if ax >= -0.5 and ay >= -0.5 and bx <= w - 0.5 and by <= h - 0.5:
+                pts = np.array([[ax, ay], [bx, by]])  # wholly inside: its own extent
+            else:
+                pts = _clip_rect(self.poly[f] / 16.0, -0.5, -0.5, w - 0.5, h - 0.5)
+                if len(pts) == 0:
+                    continue
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            box = [min(box[0], lo[0]), min(box[1], lo[1]), max(box[2], hi[0]), max(box[3], hi[1])]
+        return max(box[0], -0.5), max(box[1], -0.5), min(box[2], w - 0.5), min(box[3], h - 0.5)
+
     def boxes(self, view: View, buf: Buffers, objects: _Objects, idx: NDArray[np.int64]) -> Boxes:
         """Boxes of objects with a class and at least one own pixel in the image."""
         w, h = view.width, view.height
@@ -658,6 +676,13 @@ class _Drawn:
                 buf.scratch[r0:r1, c0:c1] = 0
                 if own == 0:
                     continue
+                if x0 < -0.5 or y0 < -0.5 or x1 > w - 0.5 or y1 > h - 0.5:
+                    # Cut by the image: the faces' extents clipped to it can hold far more than
+                    # the object (a side face crossing the camera plane is a thin slanted band
+                    # whose extent spans the image), so the box is that of the faces clipped.
+                    tx0, ty0, tx1, ty1 = self._extent_in_image(lab_faces[lab_obj == o], w, h)
+                    if tx1 > tx0 and ty1 > ty0:  # (else a sliver on the edge: keep the extent)
+                        cx0, cy0, cx1, cy1 = tx0, ty0, tx1, ty1
                 full = (x1 - x0) * (y1 - y0)
                 trunc = 1.0 - (cx1 - cx0) * (cy1 - cy0) / full if full > 0 else 0.0
                 seen = min(int(shown[o]), own)
@@ -695,6 +720,25 @@ def _minified(img: NDArray[np.uint8], size_px: int) -> NDArray[np.uint8]:
         )
         _MIPS[key] = small.astype(np.uint8, copy=False)
     return _MIPS[key]
+
+
+def _clip_rect(poly: FloatArray, x0: float, y0: float, x1: float, y1: float) -> FloatArray:
+    """The part of a convex polygon ``(K, 2)`` inside a rectangle (Sutherland–Hodgman)."""
+    pts = [p for p in np.asarray(poly, dtype=np.float64)]
+    for axis, bound, keep_below in ((0, x0, False), (0, x1, True), (1, y0, False), (1, y1, True)):
+        out = []
+        for i in range(len(pts)):
+            a, b = pts[i], pts[(i + 1) % len(pts)]
+            ina = a[axis] <= bound if keep_below else a[axis] >= bound
+            inb = b[axis] <= bound if keep_below else b[axis] >= bound
+            if ina:
+                out.append(a)
+            if ina != inb:
+                out.append(a + (bound - a[axis]) / (b[axis] - a[axis]) * (b - a))
+        pts = out
+        if not pts:
+            break
+    return np.array(pts, dtype=np.float64).reshape(-1, 2)
 
 
 def _clip_near(poly: FloatArray) -> FloatArray:

@@ -188,6 +188,23 @@ def test_a_box_leaving_the_image_is_clipped_and_truncated(road_map: RoadMap) -> 
     assert 0.3 < frame.box_truncation[0] < 0.7
 
 
+def test_a_car_alongside_the_lens_is_boxed_where_it_shows(road_map: RoadMap) -> None:
+    cam = _camera(road_map)
+    ex, ey = -500.0, -500.0
+    # a car 4 m to the left whose body runs from 1.25 m behind the lens to 3.25 m ahead of it:
+    # its faces cross the camera plane and project far outside the image, where their extents
+    # span the image's lower half (the old box: rows 240 to 480; the car shows in 299 to 366)
+    car = (202, ActorKind.VEHICLE, ex + 2.5, ey + 4.0, 0.0, 4.5, 1.9, 1.5)
+    frame = cam.render(_obs(_actors([car]), x=ex, y=ey))
+    assert frame.boxes is not None and frame.instance is not None
+    assert frame.box_truncation is not None and frame.box_truncation[0] > 0.9
+    rows = np.flatnonzero((frame.instance == 202).any(axis=1))
+    cols = np.flatnonzero((frame.instance == 202).any(axis=0))
+    assert rows.size and cols.size and cols[0] == 0  # it shows at the image's left edge
+    shown = (cols[0] - 0.5, rows[0] - 0.5, cols[-1] + 0.5, rows[-1] + 0.5)  # its pixels' extent
+    assert frame.boxes[0] == pytest.approx(shown, abs=1.0)
+
+
 def test_the_world_renders_cameras_only_when_the_scenario_has_them() -> None:
     from sim.scenario import load_scenario
     from sim.world import EmbeddedWorld
