@@ -122,9 +122,10 @@ def test_a_small_sign_is_read_from_the_frame_twice_the_detectors_size() -> None:
     assert signs[0][1].label_prob > signs[0][0].label_prob
     np.testing.assert_allclose(signs[0][1].box, truth[0][1], atol=1.5)
     averaged = [d for d in perceiver.detect(large) if d.group == "sign"]
-    assert len(averaged) == 1 and averaged[0].px == 2
-    np.testing.assert_allclose(np.array(averaged[0].box) / 2, signs[0][1].box, atol=1.0)
-    assert (averaged[0].x, averaged[0].y) == pytest.approx((signs[0][1].x, signs[0][1].y), rel=0.1)
+    assert averaged and all(d.px == 2 for d in averaged)
+    same = min(averaged, key=lambda d: float(np.abs(np.array(d.box) / 2 - signs[0][1].box).max()))
+    np.testing.assert_allclose(np.array(same.box) / 2, signs[0][1].box, atol=1.0)
+    assert (same.x, same.y) == pytest.approx((signs[0][1].x, signs[0][1].y), rel=0.1)
 
 
 def test_one_network_run_gives_each_cut_as_a_perceiver_of_that_cut_detects() -> None:
