@@ -167,11 +167,12 @@ def assign_splits(
         digest = hashlib.sha256(f"{seed}/{ep[0]}/{ep[1]}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2.0**64
 
-    order = sorted(set(episodes), key=draw)
+    u = {ep: draw(ep) for ep in set(episodes)}
+    order = sorted(u, key=u.__getitem__)
     if len(order) <= 2:
         return {ep: "test" if i == 0 and len(order) == 2 else "train" for i, ep in enumerate(order)}
     test, val = settings.test_fraction, settings.test_fraction + settings.val_fraction
-    out = {ep: "test" if draw(ep) < test else "val" if draw(ep) < val else "train" for ep in order}
+    out = {ep: "test" if u[ep] < test else "val" if u[ep] < val else "train" for ep in order}
     if "test" not in out.values():
         out[order[0]] = "test"
     if "val" not in out.values():

@@ -27,9 +27,11 @@ never become green.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -451,21 +453,26 @@ class LearnedPerceiver:
         h, w = self.input_hw
         x = img if (h0, w0) == (h, w) else F.interpolate(img, size=(h, w), mode="area")
         pred = self.detector(x)
-        # crops from the classifier's own camera where it has one, else the whole frame: a
-        # larger camera gives the classifier more pixels
-        src = img if read_rgb is None else _image(read_rgb, self.device)
-        return [self._detections(frame, src, pred, k, t) for k, t in cuts]
+
+        @functools.cache
+        def source() -> Tensor:
+            # crops from the classifier's own camera where it has one, else the whole frame (a
+            # larger camera gives the classifier more pixels); converted once, and only for a
+            # frame with a sign or a head to read
+            return img if read_rgb is None else _image(read_rgb, self.device)
+
+        return [self._detections(frame, source, pred, k, t) for k, t in cuts]
 
     def _detections(
         self,
         frame: CameraFrame,
-        src: Tensor,
+        source: Callable[[], Tensor],
         pred: dict[str, Tensor],
         top_k: int,
         score_threshold: float,
     ) -> list[FrameDetection]:
         """One cut of :meth:`detect_cuts`: decode the detector's outputs ``pred``, read signs
-        and heads (their crops cut from ``src``, the frame or the classifier's camera), place
+        and heads (their crops cut from ``source()``, the frame or the classifier's camera), place
         the boxes."""
         h0, w0 = frame.rgb.shape[:2]
         h, w = self.input_hw
@@ -485,6 +492,7 @@ class LearnedPerceiver:
         read = [i for i, c in enumerate(classes) if GROUP[c] in ("sign", "light")]
         heads = [False] * len(classes)  # whose crop the classifier finds a light head in
         if read:
+            src = source()
             rx, ry = src.shape[3] / w0, src.shape[2] / h0
             crops = crop_boxes(
                 src,
