@@ -54,6 +54,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_train_config(
         args.config,
         epochs=args.epochs,
+        whole_frame_epochs=args.whole_frame_epochs,
         max_steps=args.max_steps,
         seed=args.seed,
         batch_size=args.batch_size,
@@ -413,6 +414,9 @@ def add_commands(perception: Any) -> None:
     tr.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--epochs", type=int, help="override the config's epochs")
+    tr.add_argument(
+        "--whole-frame-epochs", type=int, help="override how many of them are on whole frames"
+    )
     tr.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--seed", type=int)

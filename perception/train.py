@@ -76,6 +76,9 @@ class TrainConfig:
     crop_hw: tuple[int, int] | None = None  # detectors: train on random windows this size
     scale_range: tuple[float, float] | None = None  # detectors: each batch's frames zoomed by a
     # factor drawn from this range before the window is cut (None: not zoomed)
+    whole_frame_epochs: int = 0  # detectors: the last N of the epochs on whole, unzoomed frames
+    # (crop_hw and scale_range off), as the detector sees them when it runs; YOLOv8 likewise
+    # turns its mosaics off for the last epochs (``close_mosaic``)
     flip_p: float = 0.0  # detectors: chance that an image is mirrored left to right
     ignore_below_px: float = 3.0  # detectors: boxes lower than this (input px) are not learnt
     ignore_occlusion: float = 0.8  # detectors: nor boxes hidden this much
@@ -127,6 +130,11 @@ def load_train_config(name_or_path: str, **overrides: Any) -> TrainConfig:
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         cfg = TrainConfig(**data, augment=augment_cfg)
+        if not 0 <= cfg.whole_frame_epochs <= (cfg.epochs if cfg.model != "stn" else 0):
+            raise DrivestackError(
+                f"{path}: whole_frame_epochs {cfg.whole_frame_epochs}; allowed: 0 to epochs "
+                f"({cfg.epochs}) for a detector, 0 for the stn"
+            )
         config_from_dict(cfg.model, cfg.model_config, str(path))
     except TypeError as exc:
         raise DrivestackError(f"{path}: {exc}") from None
@@ -483,11 +491,16 @@ def train(
         disable=not progress,
         mininterval=1.0,
     )
+    whole = batches
+    if cfg.whole_frame_epochs:
+        whole = _batches(data, dataclasses.replace(cfg, crop_hw=None, scale_range=None), model)
     epoch = epoch0
     try:
         for epoch in range(epoch0, cfg.epochs):
             if step >= total:
                 break
+            if epoch >= cfg.epochs - cfg.whole_frame_epochs:
+                batches = whole
             for idx in batches.epoch(gen):
                 if step >= total:
                     break

@@ -1,18 +1,30 @@
-"""Detector training batches: mirrored and zoomed frames keep their boxes; crowds are background."""
+"""Detector training batches: mirrored and zoomed frames keep their boxes; crowds are background;
+the last epochs can be on whole frames."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
+import perception.train
 from perception.data import DetectionSet
 from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
 from perception.models.transformer_detector import (
     TransformerDetector,
     TransformerDetectorConfig,
 )
-from perception.train import DetectorBatches, TrainConfig, hflip, rescale
+from perception.train import (
+    DetectorBatches,
+    TrainConfig,
+    hflip,
+    load_train_config,
+    rescale,
+    train,
+)
+from sim.errors import DrivestackError
+from tests.perception.synthetic import make_dataset
 
 
 def test_hflip_mirrors_the_chosen_images_and_their_boxes_by_hand() -> None:
@@ -86,6 +98,32 @@ def test_zoomed_windows_take_position_embeddings_inside_the_frame_grid() -> None
     for y, x in model.origins:
         assert y % 16 == 0 and x % 16 == 0 and 0 <= y <= 240 - 160 and 0 <= x <= 320 - 224
     assert len(set(model.origins)) > 1
+
+
+def test_the_last_epochs_train_on_whole_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two epochs on 160×224 windows, then one on the 240×320 frames the detector runs on."""
+    data = make_dataset(tmp_path / "data", n_images=24)
+    model = CnnDetector(CnnDetectorConfig())
+    sizes: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(
+        lambda m, args: sizes.append(tuple(args[0].shape[-2:])) if m.training else None
+    )
+    monkeypatch.setattr(perception.train, "build_model", lambda cfg: model)
+    cfg = TrainConfig(batch_size=4, crop_hw=(160, 224), epochs=3, whole_frame_epochs=1, threads=1)
+    train(cfg, data, tmp_path / "out", progress=False)
+    per_epoch = len(sizes) // 3
+    assert per_epoch >= 1 and len(sizes) == 3 * per_epoch
+    assert set(sizes[: 2 * per_epoch]) == {(160, 224)}
+    assert set(sizes[2 * per_epoch :]) == {(240, 320)}
+
+
+def test_more_whole_frame_epochs_than_epochs_is_one_clear_error() -> None:
+    with pytest.raises(DrivestackError, match=r"whole_frame_epochs 3; allowed: 0 to epochs \(2\)"):
+        load_train_config("cnn", epochs=2, whole_frame_epochs=3)
+    with pytest.raises(DrivestackError, match="0 for the stn"):
+        load_train_config("stn", whole_frame_epochs=1)
 
 
 def test_crowd_regions_are_taught_as_background_exactly_as_if_absent() -> None:
