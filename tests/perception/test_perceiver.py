@@ -288,6 +288,37 @@ def test_objects_get_ids_and_speeds_from_tracking() -> None:
     assert car.speed == pytest_approx(5.0, 0.3) and abs(car.yaw) < 0.1
 
 
+def _crossing_pedestrian(settings: PerceiverSettings, seed: int) -> np.ndarray:
+    """Velocity error (m/s, along and across the ego) of a pedestrian tracked for 1.5 s as it
+    crosses 25 m ahead of an ego at 8.5 m/s, 1.3 m/s from left to right, its range measured 12 %
+    off (one standard deviation, drawn from ``seed``) and its bearing exactly."""
+    p = LearnedPerceiver(CnnDetector(CnnDetectorConfig()), StnClassifier(), settings)
+    cam = p._cam_pose[:2, 3]
+    noise = np.random.default_rng(seed).normal(0.0, 0.12, 16)
+    box = (0.0, 0.0, 8.0, 20.0)
+    for k in range(16):
+        t = 0.1 * k
+        rel = np.array([25.0 - 8.5 * t, 3.5 - 1.3 * t]) - cam  # from the camera
+        x, y = cam + rel * (1.0 + noise[k])
+        d = FrameDetection("pedestrian", DetectionClass.PEDESTRIAN, box, 0.9, x, y)
+        out = p.track([d], VehicleState(t, k, 8.5 * t, 0.0, 0.0, 8.5))
+    walker = out.objects[0]
+    v = walker.speed * np.array([math.cos(walker.yaw), math.sin(walker.yaw)])
+    return v - (0.0, -1.3)
+
+
+def test_a_pedestrian_crossing_far_ahead_is_tracked_through_the_range_jitter() -> None:
+    """The tracker trusts a monocular range less than its bearing: over 20 draws its velocity is
+    off by 0.87 m/s rms along the line of sight and 0.13 across. Trusting the range as much as
+    the bearing, it is off by 2.0 and 0.36: the range's jitter reads as motion."""
+    err = np.array([_crossing_pedestrian(PerceiverSettings(), s) for s in range(20)])
+    rms = np.sqrt((err**2).mean(0))
+    assert rms[0] < 1.2 and rms[1] < 0.25, rms
+    trusting = PerceiverSettings(range_sigma=0.001, place_sigma_m=0.1)
+    err = np.array([_crossing_pedestrian(trusting, s) for s in range(20)])
+    assert np.sqrt((err**2).mean(0))[0] > 1.5
+
+
 def test_an_object_carries_the_box_of_this_detection_step_only() -> None:
     # a car boxed on every detection step is reported with that step's box; a step that
     # misses it leaves it reported (coasting on its track) without a box, and a tick without
