@@ -599,6 +599,7 @@ class LearnedPerceiver:
     # ----------------------------------------------------------------------- tracking
     def _associate(self, dets: list[FrameDetection], ego: VehicleState) -> None:
         t = ego.t
+        cam = ego.to_map(self._cam_pose[None, :2, 3])[0]  # the camera's map position
         for group in ("vehicle", "pedestrian", "sign", "light"):
             ds = [d for d in dets if d.group == group]
             if group in ("vehicle", "pedestrian"):  # a part of an object boxed whole too
@@ -616,7 +617,6 @@ class LearnedPerceiver:
                 ds = [ds[i] for i in keep]
             tr = [k for k in self.tracks if k.group == group]
             pts = ego.to_map(np.array([[d.x, d.y] for d in ds])) if ds else np.zeros((0, 2))
-            cam = ego.to_map(self._cam_pose[None, :2, 3])[0]
             matched_d: set[int] = set()
             if ds and tr:
                 pred = np.array(
