@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.rules import StandingTimer, YellowDecisions, shift_left
+from planning.rules import StandingTimer, YellowDecisions, shift_left, sign_for_lane
 from sim.messages import (
     ActorKind,
     DetectedLight,
@@ -547,9 +547,8 @@ class ObservationEncoder:
                 continue
             d2 = (xy[:, 0] - sg.x) ** 2 + (xy[:, 1] - sg.y) ** 2
             k = int(np.argmin(d2))
-            width = float(route.lane_width_m[k]) if len(route.lane_width_m) > k else 3.5
-            if d2[k] > (width / 2 + cfg.sign_lateral_max_m) ** 2:
-                continue  # a sign for another street
+            if not sign_for_lane(route, xy, k, sg.x, sg.y, cfg.sign_lateral_max_m):
+                continue  # a sign for another street, or the opposite lane's
             inside = np.flatnonzero(route.junction[k:n] >= 0)
             if len(inside) == 0 or inside[0] * step > cfg.sign_to_line_max_m:
                 continue

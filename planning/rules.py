@@ -327,8 +327,8 @@ class RulePlanner:
         """Distance along ``base`` where the junction after a sign begins, and its id."""
         d2 = (base[:, 0] - x) ** 2 + (base[:, 1] - y) ** 2
         i_sign = int(np.argmin(d2))
-        if d2[i_sign] > (float(route.lane_width_m[i_sign]) / 2 + self.cfg.sign_lateral_max_m) ** 2:
-            return None, -1  # a sign for another street
+        if not sign_for_lane(route, base, i_sign, x, y, self.cfg.sign_lateral_max_m):
+            return None, -1  # a sign for another street, or the opposite lane's
         junction = route.junction[: len(base)]
         inside = np.flatnonzero(junction[i_sign:] >= 0)
         if len(inside) == 0:
@@ -461,6 +461,28 @@ class YellowDecisions:
     def end_update(self) -> None:
         """Forget the lights not asked about since the last call."""
         self._kept, self._now = self._now, {}
+
+
+def sign_for_lane(
+    route: RouteAhead, xy: FloatArray, k: int, x: float, y: float, lateral_max_m: float
+) -> bool:
+    """Whether a sign at ego-frame ``(x, y)``, nearest to point ``k`` of the route's points
+    ``xy``, can govern the ego's lane: at most ``lateral_max_m`` beyond the lane's edge, and
+    not beyond its left edge where the lane on the left is the opposite direction's. Traffic
+    keeps right: a sign across the opposite lane stands at that lane's kerb, for its traffic.
+    (Learned perception reads the back of the opposite direction's limit sign, 6 m to the
+    left, as a stop: the ego stood there at a green, lost the light overhead from view and
+    drove into its red; `red_lights` seed 1, `town_loop` seed 1, `dense_traffic` seed 4 with
+    the Transformer, traced 2026-12-06. Ground truth reports only signs facing the ego.)"""
+    width = float(route.lane_width_m[k]) if len(route.lane_width_m) > k else 3.5
+    px, py = x - float(xy[k, 0]), y - float(xy[k, 1])
+    if px * px + py * py > (width / 2 + lateral_max_m) ** 2:
+        return False
+    j = min(k, len(xy) - 2)
+    dx, dy = float(xy[j + 1, 0] - xy[j, 0]), float(xy[j + 1, 1] - xy[j, 1])
+    left = (dx * py - dy * px) / max(math.hypot(dx, dy), 1e-9)  # signed offset, + to the left
+    opposite = len(route.left_lane) > k and int(route.left_lane[k]) == -1
+    return not (opposite and left > width / 2)
 
 
 def shift_left(path: FloatArray, offset: FloatArray) -> FloatArray:

@@ -391,3 +391,22 @@ def test_a_stop_sign_read_after_a_yield_for_one_line_is_encoded_as_a_stop(line_m
     # stop wins while the line is ahead; a line already passed keeps what it was
     assert kinds(0.1, yield_, stop) == ((1.0, 0.0) if line_m > 0 else (0.0, 1.0))
     assert kinds(0.2, yield_) == ((1.0, 0.0) if line_m > 0 else (0.0, 1.0))
+
+
+def test_a_stop_sign_across_the_opposite_lane_is_not_encoded() -> None:
+    # the rule planner's test of the same rule (planning.rules.sign_for_lane): the back of
+    # the opposite direction's sign, 6 m to the left beyond its lane, is no sign of the ego's
+    front = ObservationEncoder().cfg.ego.length_m - ObservationEncoder().cfg.ego.rear_overhang_m
+    at = round(front + 20.0)
+    i = obs_offset("sign")
+    for left_lane, sign_y, encoded in ((-1, 6.0, False), (-1, -2.8, True), (0, 6.0, True)):
+        route = replace(
+            straight_route_ahead(),
+            junction=np.where(np.arange(101) >= at, 7, -1),
+            left_lane=np.full(101, left_lane),
+        )
+        stop = DetectedSign(2, SignType.STOP, 0.0, at - 6.0, sign_y)
+        out = ObservationEncoder().encode(
+            PerceptionOutput(0.0, 0, (), (stop,), (), 13.9), route, _ego(8.0)
+        )
+        assert (float(out[i]) == 1.0) == encoded, (left_lane, sign_y)

@@ -131,6 +131,34 @@ def test_a_stop_sign_read_after_a_yield_for_one_line_stops_the_ego(line_m: float
         assert planner.stops_at_line
 
 
+@pytest.mark.parametrize(
+    ("sign_y", "left_lane", "stops"),
+    [
+        (-2.8, -1, True),  # on the right kerb: the ego's
+        (6.0, -1, False),  # beyond the opposite lane: that lane's sign (its back read "stop")
+        (1.5, -1, True),  # inside the ego's own lane's width, left of its centre
+        (6.0, 1, True),  # a lane of the ego's direction on the left: its kerb's sign counts
+        (6.0, 0, True),  # no lane on the left (a one-way street): the left kerb's sign counts
+        (-7.5, -1, False),  # too far to the right (5 m past the lane's edge and more)
+    ],
+)
+def test_a_stop_sign_across_the_opposite_lane_is_not_the_egos(
+    sign_y: float, left_lane: int, stops: bool
+) -> None:
+    planner = RulePlanner()
+    front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
+    line = round(front + 20.0)
+    route = replace(
+        straight_route_ahead(),
+        junction=np.where(np.arange(101) >= line, 7, -1),
+        left_lane=np.full(101, left_lane),
+    )
+    sign = DetectedSign(1, SignType.STOP, 0.0, line - 6.0, sign_y)
+    ego = VehicleState(0.0, 0, 0.0, 0.0, 0.0, 8.0)
+    planner.update(_signs(0.0, sign), route, ego)
+    assert planner.stops_at_line == stops, planner.reason
+
+
 class FarCarsLookMoving:
     """Ground truth, but vehicles farther than ``near_m`` are reported driving at 5 m/s: a
     camera's monocular range is too coarse there to tell a parked car from one driving away
