@@ -471,8 +471,8 @@ def sign_for_lane(
     not beyond its left edge where the lane on the left is the opposite direction's. Traffic
     keeps right: a sign across the opposite lane stands at that lane's kerb, for its traffic.
     (Learned perception reads the back of the opposite direction's limit sign, 6 m to the
-    left, as a stop: the ego stood there at a green, lost the light overhead from view and
-    drove into its red; `red_lights` seed 1, `town_loop` seed 1, `dense_traffic` seed 4 with
+    left, as a stop: the ego stood for it at a green, lost the head beside the line from view
+    and drove into its red; `red_lights` seed 1, `town_loop` seed 1, `dense_traffic` seed 4 with
     the Transformer, traced 2026-12-06. Ground truth reports only signs facing the ego.)"""
     width = float(route.lane_width_m[k]) if len(route.lane_width_m) > k else 3.5
     px, py = x - float(xy[k, 0]), y - float(xy[k, 1])

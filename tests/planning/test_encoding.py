@@ -396,8 +396,8 @@ def test_a_stop_sign_read_after_a_yield_for_one_line_is_encoded_as_a_stop(line_m
 def test_a_stop_sign_across_the_opposite_lane_is_not_encoded() -> None:
     # the rule planner's test of the same rule (planning.rules.sign_for_lane): the back of
     # the opposite direction's sign, 6 m to the left beyond its lane, is no sign of the ego's
-    front = ObservationEncoder().cfg.ego.length_m - ObservationEncoder().cfg.ego.rear_overhang_m
-    at = round(front + 20.0)
+    ego = ObservationEncoder().cfg.ego
+    at = round(ego.length_m - ego.rear_overhang_m + 20.0)
     i = obs_offset("sign")
     for left_lane, sign_y, encoded in ((-1, 6.0, False), (-1, -2.8, True), (0, 6.0, True)):
         route = replace(
