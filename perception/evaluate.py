@@ -5,6 +5,9 @@
 - COCO mAP@[.5:.95] and mAP@.5, overall and per class (pycocotools' ``COCOeval``, boxes in the
   dataset's pixels), on the detector's ranked list as COCO scores it: up to ``coco_top_k``
   boxes per image down to ``coco_score_threshold``, not only those the perceiver acts on.
+  Scored twice: ``coco``, the boxes with the classes the perceiver reports (``as_reported``:
+  a sign is of the type the classifier reads in its box, one box per sign), and
+  ``coco_detector``, every box with the detector's own class. They differ in the signs alone.
   Boxes the collector marks as crowds (too small or hidden to annotate, perception/dataset.py)
   or that are mostly hidden (occlusion ≥ ``hidden``) or too small to see (height <
   ``min_height_px`` at 240 rows) are COCO "crowd" regions: a detection on them is neither a hit
@@ -64,7 +67,13 @@ from perception.data import (
 from perception.dataset import SCORED_FROM_HEIGHT_PX, SCORED_HIDDEN_BELOW
 from perception.models.centernet import box_iou
 from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
-from perception.perceiver import GROUP, FrameDetection, LearnedPerceiver, PerceiverSettings
+from perception.perceiver import (
+    GROUP,
+    FrameDetection,
+    LearnedPerceiver,
+    PerceiverSettings,
+    one_box_per_sign,
+)
 from sim.messages import CameraFrame, DetectionClass, LightState
 
 
@@ -182,7 +191,9 @@ def evaluate(
         "images": len(data),
         "settings": dataclasses.asdict(settings),
     }
-    result["coco"] = _coco_map(data, coco_all, ranked_dets, settings)
+    reported = [as_reported(ds, perceiver.cfg) for ds in ranked_dets]
+    result["coco"] = _coco_map(data, coco_all, reported, settings)
+    result["coco_detector"] = _coco_map(data, coco_all, ranked_dets, settings)
     result.update(_reading(data, dets, perceiver, settings, reads))
     result["found"] = _found(data, dets, settings)
     result["position_error_m"] = _position_error(data, dets)
@@ -205,6 +216,32 @@ def _in_input_px(dets: list[FrameDetection], scale: tuple[float, float]) -> list
         )
         for d in dets
     ]
+
+
+SIGN_CLASS = {"stop": DetectionClass.STOP_SIGN, "yield": DetectionClass.YIELD_SIGN}
+
+
+def as_reported(ds: list[FrameDetection], cfg: PerceiverSettings) -> list[FrameDetection]:
+    """A frame's detections with the classes the perceiver reports: its sign boxes reduced to
+    one per sign (``one_box_per_sign``, as the tracker takes them) and each of the type the
+    classifier read in it (a ``limit_*`` reading is a speed-limit sign). The detector's sign
+    class only proposes: it boxes one sign as a limit and again, from the same cell, as a stop
+    sign, and the classifier's reading is what the perceiver reports (``PerceptionOutput``'s
+    signs). A box the classifier did not read (at the image's edge, or a head boxed as a sign)
+    keeps the detector's class. Other boxes are as the detector gave them."""
+    signs = [d for d in ds if d.group == "sign"]
+    keep = one_box_per_sign(
+        [d.box for d in signs], [d.score for d in signs], cfg.nms_iou, cfg.nms_contain
+    )
+    out = [d for d in ds if d.group != "sign"]
+    for d in (signs[i] for i in keep):
+        if d.label is None:
+            out.append(d)
+        elif d.label.startswith("limit_"):
+            out.append(dataclasses.replace(d, cls=DetectionClass.SPEED_LIMIT_SIGN))
+        else:
+            out.append(dataclasses.replace(d, cls=SIGN_CLASS[d.label]))
+    return out
 
 
 def _coco_map(
@@ -529,14 +566,22 @@ def processor(device: str) -> str:
 def format_table(r: dict[str, Any]) -> str:
     """The figures as a plain-text table for people."""
     c = r["coco"]
+    cd = r.get("coco_detector", c)
     lines = [
         f"{r['detector']}  on {r['data']} [{r['split']}]  ({r['images']} images)"
         + (f", signs and lights read from {r['read_data']}" if r.get("read_data") else ""),
-        f"{'class':<18}{'AP@[.5:.95]':>12}{'AP@.5':>8}{'instances':>11}",
+        f"{'class':<18}{'AP@[.5:.95]':>12}{'AP@.5':>8}{'instances':>11}"
+        f"{'detector, own classes:':>26}{'AP@[.5:.95]':>12}{'AP@.5':>8}",
     ]
     for name, v in c["per_class"].items():
-        lines.append(f"{name:<18}{v['AP']:>12.3f}{v['AP50']:>8.3f}{v['instances']:>11d}")
-    lines.append(f"{'all':<18}{c['mAP']:>12.3f}{c['mAP50']:>8.3f}")
+        d = cd["per_class"].get(name, {"AP": 0.0, "AP50": 0.0})
+        lines.append(
+            f"{name:<18}{v['AP']:>12.3f}{v['AP50']:>8.3f}{v['instances']:>11d}"
+            f"{'':>26}{d['AP']:>12.3f}{d['AP50']:>8.3f}"
+        )
+    lines.append(
+        f"{'all':<18}{c['mAP']:>12.3f}{c['mAP50']:>8.3f}{'':>37}{cd['mAP']:>12.3f}{cd['mAP50']:>8.3f}"
+    )
     sg, lt = r["signs"], r["lights"]
 
     def pct(x: float | None) -> str:

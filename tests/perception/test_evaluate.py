@@ -14,7 +14,14 @@ import pytest
 import torch
 
 from perception.data import DatasetError, DetectionSet
-from perception.evaluate import EvalSettings, _coco_map, _found, _reading, evaluate
+from perception.evaluate import (
+    EvalSettings,
+    _coco_map,
+    _found,
+    _reading,
+    as_reported,
+    evaluate,
+)
 from perception.models.stn_classifier import StnClassifier, StnClassifierConfig
 from perception.perceiver import WEIGHTS_DIR, FrameDetection, PerceiverSettings
 from sim.messages import DetectionClass, LightState
@@ -81,6 +88,57 @@ def test_a_detection_on_a_crowd_region_is_neither_hit_nor_false_alarm() -> None:
     assert seen["mAP"] == pytest.approx(1.0) and seen["per_class"]["vehicle"]["instances"] == 1
     gt["annotations"].pop(1)  # left out, as the collector did before: the car is a false alarm
     assert _coco_map(data, gt, dets, EvalSettings())["mAP"] < 0.6
+
+
+def _sign(cls: DetectionClass, x: float, score: float, label: str | None) -> FrameDetection:
+    return FrameDetection("sign", cls, (x, 50.0, x + 12.0, 62.0), score, 20.0, 3.0, label)
+
+
+def test_a_sign_is_scored_as_the_type_the_classifier_reads_in_its_one_box() -> None:
+    """The detector boxes a stop sign as a limit (0.6) and, from the same cell, as a stop sign
+    (0.3); the classifier reads "stop" in both. Reported: one box, a stop sign, scored 0.6."""
+    data: Any = SimpleNamespace(image_ids=[0], scales=[(1.0, 1.0)])
+    gt = _gt([[10.0, 100.0, 20.0, 20.0]])
+    gt["annotations"].append(
+        {
+            "id": 2,
+            "image_id": 0,
+            "category_id": int(DetectionClass.STOP_SIGN),
+            "bbox": [100.0, 50.0, 12.0, 12.0],
+        }
+    )
+    dets = [
+        _det(10.0, 0.9),
+        _sign(DetectionClass.SPEED_LIMIT_SIGN, 100.0, 0.6, "stop"),
+        _sign(DetectionClass.STOP_SIGN, 100.0, 0.3, "stop"),
+    ]
+    reported = as_reported(dets, PerceiverSettings())
+    assert [(d.cls, d.score) for d in reported] == [
+        (DetectionClass.VEHICLE, 0.9),
+        (DetectionClass.STOP_SIGN, 0.6),
+    ]
+    assert _coco_map(data, gt, [reported], EvalSettings())["mAP"] == pytest.approx(1.0)
+    # with the detector's own classes, a sign boxed only as a limit misses the stop sign
+    own = _coco_map(data, gt, [dets[:2]], EvalSettings())["per_class"]
+    assert own["stop_sign"]["AP"] == 0.0
+    assert _coco_map(data, gt, [as_reported(dets[:2], PerceiverSettings())], EvalSettings())[
+        "mAP"
+    ] == pytest.approx(1.0)
+
+
+def test_a_sign_box_not_read_keeps_the_detectors_class_and_limits_are_speed_limit_signs() -> None:
+    dets = [
+        _sign(DetectionClass.STOP_SIGN, 0.0, 0.5, None),  # at the image's edge: not read
+        _sign(DetectionClass.STOP_SIGN, 100.0, 0.5, "limit_30"),
+        _sign(DetectionClass.SPEED_LIMIT_SIGN, 200.0, 0.5, "yield"),
+    ]
+    reported = as_reported(dets, PerceiverSettings())
+    assert [d.cls for d in reported] == [
+        DetectionClass.STOP_SIGN,
+        DetectionClass.SPEED_LIMIT_SIGN,
+        DetectionClass.YIELD_SIGN,
+    ]
+    assert [d.box for d in reported] == [d.box for d in dets]
 
 
 def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_reading() -> None:
@@ -185,8 +243,9 @@ def test_a_set_at_twice_the_detectors_size_is_scored_in_its_own_pixels(tmp_path:
 
 def test_a_second_set_of_the_views_gives_the_classifier_its_crops(tmp_path: Path) -> None:
     # --read-data: the detector boxes the 320×240 set, the classifier reads the 640×480 set's
-    # images of the same views. COCO figures are the small set's, and the readings those the
-    # perceiver makes of the large set (whose frames the detector sees averaged to the small).
+    # images of the same views. The detector's COCO figures are the small set's, and the
+    # readings (and the signs' types in the reported boxes' COCO) those the perceiver makes of
+    # the large set (whose frames the detector sees averaged to the small).
     small = make_dataset(tmp_path / "small", n_images=6, size=(320, 240), seed=2)
     large = _twice_as_large(small, tmp_path / "large")
     settings = EvalSettings(split="all", latency_frames=1)
@@ -194,7 +253,7 @@ def test_a_second_set_of_the_views_gives_the_classifier_its_crops(tmp_path: Path
     a, b = (evaluate(det, clf, d, settings) for d in (small, large))
     r = evaluate(det, clf, small, settings, read_dir=large)
     assert r["read_data"] == str(large) and a["read_data"] is None
-    assert r["coco"] == a["coco"] and r["found"] == a["found"]
+    assert r["coco_detector"] == a["coco_detector"] and r["found"] == a["found"]
     assert r["position_error_m"] == a["position_error_m"]
     # the classifier reads the two sets' crops differently (on these views: the shipped
     # classifier of 2026-12-06 reads those of seed 0 the same at both sizes)
