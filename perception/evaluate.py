@@ -218,7 +218,7 @@ def _in_input_px(dets: list[FrameDetection], scale: tuple[float, float]) -> list
     ]
 
 
-SIGN_CLASS = {"stop": DetectionClass.STOP_SIGN, "yield": DetectionClass.YIELD_SIGN}
+_SIGN_CLASS = {"stop": DetectionClass.STOP_SIGN, "yield": DetectionClass.YIELD_SIGN}
 
 
 def as_reported(ds: list[FrameDetection], cfg: PerceiverSettings) -> list[FrameDetection]:
@@ -240,7 +240,7 @@ def as_reported(ds: list[FrameDetection], cfg: PerceiverSettings) -> list[FrameD
         elif d.label.startswith("limit_"):
             out.append(dataclasses.replace(d, cls=DetectionClass.SPEED_LIMIT_SIGN))
         else:
-            out.append(dataclasses.replace(d, cls=SIGN_CLASS[d.label]))
+            out.append(dataclasses.replace(d, cls=_SIGN_CLASS[d.label]))
     return out
 
 
@@ -566,7 +566,7 @@ def processor(device: str) -> str:
 def format_table(r: dict[str, Any]) -> str:
     """The figures as a plain-text table for people."""
     c = r["coco"]
-    cd = r.get("coco_detector", c)
+    cd = r["coco_detector"]  # the same true boxes, so the same classes
     lines = [
         f"{r['detector']}  on {r['data']} [{r['split']}]  ({r['images']} images)"
         + (f", signs and lights read from {r['read_data']}" if r.get("read_data") else ""),
@@ -574,7 +574,7 @@ def format_table(r: dict[str, Any]) -> str:
         f"{'detector, own classes:':>26}{'AP@[.5:.95]':>12}{'AP@.5':>8}",
     ]
     for name, v in c["per_class"].items():
-        d = cd["per_class"].get(name, {"AP": 0.0, "AP50": 0.0})
+        d = cd["per_class"][name]
         lines.append(
             f"{name:<18}{v['AP']:>12.3f}{v['AP50']:>8.3f}{v['instances']:>11d}"
             f"{'':>26}{d['AP']:>12.3f}{d['AP50']:>8.3f}"
