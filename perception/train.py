@@ -92,11 +92,89 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def __post_init__(self) -> None:
+        """Refuse what no run can use, in one line naming the field and what is allowed: an
+        ``--epochs 0`` or ``--max-steps 0`` exported an untrained network, ``--batch-size 0``
+        ended in a ZeroDivisionError."""
+        n = _need(self, "TrainConfig")
+        n("model", self.model in ARCHITECTURES, f"one of {list(ARCHITECTURES)}")
+        n("epochs", _int(self.epochs, 1), "an integer of at least 1")
+        n("batch_size", _int(self.batch_size, 1), "an integer of at least 1")
+        n("lr", _num(self.lr) and self.lr > 0, "a number over 0")
+        n("warmup_steps", _int(self.warmup_steps, 0), "an integer of at least 0")
+        n("weight_decay", _num(self.weight_decay) and self.weight_decay >= 0, "a number ≥ 0")
+        n("grad_clip", _num(self.grad_clip) and self.grad_clip > 0, "a number over 0")
+        n("seed", _int(self.seed, 0), "an integer of at least 0")
+        n("max_steps", self.max_steps is None or _int(self.max_steps, 1), "null or at least 1")
+        n("limit_images", self.limit_images is None or _int(self.limit_images, 1), "null or ≥ 1")
+        n("threads", self.threads is None or _int(self.threads, 1), "null or at least 1")
+        n(
+            "crop_hw",
+            self.crop_hw is None
+            or (len(self.crop_hw) == 2 and all(_int(v, 1) for v in self.crop_hw)),
+            "null or two integers of at least 1 (height, width)",
+        )
+        n(
+            "scale_range",
+            self.scale_range is None or _range(self.scale_range, above=0.0),
+            "null or two numbers 0 < low <= high",
+        )
+        top = self.epochs if self.model != "stn" else 0
+        n(
+            "whole_frame_epochs",
+            _int(self.whole_frame_epochs, 0) and self.whole_frame_epochs <= top,
+            f"0 to epochs ({self.epochs}) for a detector, 0 for the stn",
+        )
+        for name in ("flip_p", "ignore_occlusion"):
+            n(name, _share(getattr(self, name)), "a number from 0 to 1")
+        n("crop_jitter", _share(self.crop_jitter) and self.crop_jitter < 1, "0 <= it < 1")
+        for name in ("ignore_below_px", "giou_weight", "crop_min_side_px"):
+            n(name, _num(getattr(self, name)) and getattr(self, name) >= 0, "a number ≥ 0")
+        a, na = self.augment, _need(self.augment, "TrainConfig.augment")
+        for name in ("brightness", "gamma", "blur_sigma"):
+            na(name, _range(getattr(a, name), above=0.0), "two numbers 0 < low <= high")
+        for name in ("contrast", "noise_std"):
+            na(name, _range(getattr(a, name), at_least=0.0), "two numbers 0 <= low <= high")
+        for name in ("blur_p", "noise_p"):
+            na(name, _share(getattr(a, name)), "a number from 0 to 1")
+        na("colour", _num(a.colour) and 0 <= a.colour < 1, "0 <= it < 1")
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["crop_hw"] = list(self.crop_hw) if self.crop_hw else None
         d["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["augment"].items()}
         return d
+
+
+def _need(obj: object, kind: str) -> Callable[[str, bool, str], None]:
+    """A check of ``obj``'s settings: ``n(name, ok, allowed)`` refuses the field unless ok."""
+
+    def need(name: str, ok: bool, allowed: str) -> None:
+        if not ok:
+            raise DrivestackError(f"{kind}.{name} {getattr(obj, name)!r}; allowed: {allowed}")
+
+    return need
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _share(v: Any) -> bool:
+    return _num(v) and 0.0 <= v <= 1.0
+
+
+def _range(v: Any, above: float | None = None, at_least: float | None = None) -> bool:
+    """Whether ``v`` is a ``(low, high)`` pair of numbers, low <= high, low over ``above`` or
+    at least ``at_least``."""
+    if not isinstance(v, tuple | list) or len(v) != 2 or not all(_num(x) for x in v):
+        return False
+    lo, hi = v
+    return lo <= hi and (above is None or lo > above) and (at_least is None or lo >= at_least)
 
 
 def load_train_config(name_or_path: str, **overrides: Any) -> TrainConfig:
@@ -111,15 +189,15 @@ def load_train_config(name_or_path: str, **overrides: Any) -> TrainConfig:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise DrivestackError(f"{path}: not valid YAML ({exc})") from None
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - fields)
     if unknown:
         raise DrivestackError(f"{path}: unknown field(s) {unknown}; allowed: {sorted(fields)}")
-    if data.get("model", "cnn") not in ARCHITECTURES:
-        raise DrivestackError(
-            f"{path}: model {data.get('model')!r}; allowed: {list(ARCHITECTURES)}"
-        )
+    source = f"{path} with {', '.join(f'{k}={v}' for k, v in given.items())}" if given else path
+    if not isinstance(data.get("augment") or {}, dict):
+        raise DrivestackError(f"{path}: augment must be a mapping of AugmentConfig's fields")
     aug = data.pop("augment", None) or {}
     try:
         aug_values: dict[str, Any] = {
@@ -130,14 +208,9 @@ def load_train_config(name_or_path: str, **overrides: Any) -> TrainConfig:
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         cfg = TrainConfig(**data, augment=augment_cfg)
-        if not 0 <= cfg.whole_frame_epochs <= (cfg.epochs if cfg.model != "stn" else 0):
-            raise DrivestackError(
-                f"{path}: whole_frame_epochs {cfg.whole_frame_epochs}; allowed: 0 to epochs "
-                f"({cfg.epochs}) for a detector, 0 for the stn"
-            )
-        config_from_dict(cfg.model, cfg.model_config, str(path))
-    except TypeError as exc:
-        raise DrivestackError(f"{path}: {exc}") from None
+        config_from_dict(cfg.model, cfg.model_config, "model_config")
+    except (TypeError, DrivestackError) as exc:
+        raise DrivestackError(f"{source}: {exc}") from None
     return cfg
 
 

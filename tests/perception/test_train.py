@@ -124,6 +124,51 @@ def test_more_whole_frame_epochs_than_epochs_is_one_clear_error() -> None:
         load_train_config("cnn", epochs=2, whole_frame_epochs=3)
     with pytest.raises(DrivestackError, match="0 for the stn"):
         load_train_config("stn", whole_frame_epochs=1)
+    with pytest.raises(DrivestackError, match="0 for the stn"):  # built in code, checked too
+        TrainConfig(model="stn", whole_frame_epochs=1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("model", "resnet", "one of ['cnn', 'transformer', 'stn']"),
+        ("epochs", 0, "an integer of at least 1"),
+        ("epochs", 2.5, "an integer of at least 1"),
+        ("batch_size", 0, "an integer of at least 1"),
+        ("max_steps", 0, "null or at least 1"),
+        ("threads", 0, "null or at least 1"),
+        ("lr", 0.0, "a number over 0"),
+        ("lr", "fast", "a number over 0"),
+        ("flip_p", 1.5, "a number from 0 to 1"),
+        ("scale_range", (1.5, 0.5), "null or two numbers 0 < low <= high"),
+        ("crop_hw", (160,), "null or two integers of at least 1 (height, width)"),
+        ("crop_jitter", 1.0, "0 <= it < 1"),
+    ],
+)
+def test_a_setting_no_run_can_use_is_refused_by_name(
+    field: str, value: object, allowed: str
+) -> None:
+    """Before, ``--epochs 0`` and ``--max-steps 0`` exported an untrained network and
+    ``--batch-size 0`` ended in a ZeroDivisionError."""
+    with pytest.raises(DrivestackError) as err:
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
+    assert str(err.value) == f"TrainConfig.{field} {value!r}; allowed: {allowed}"
+
+
+def test_a_bad_setting_from_a_file_or_the_command_line_names_where_it_came_from(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: cnn\naugment: {blur_p: 2}\n")
+    with pytest.raises(DrivestackError) as err:
+        load_train_config(str(path))
+    assert str(err.value) == (
+        f"{path}: TrainConfig.augment.blur_p 2; allowed: a number from 0 to 1"
+    )
+    with pytest.raises(DrivestackError, match=r"cnn.yaml with batch_size=0, seed=1: TrainConfig"):
+        load_train_config("cnn", batch_size=0, seed=1, max_steps=None)
+    with pytest.raises(DrivestackError, match=r"model_config: unknown cnn config field"):
+        load_train_config("cnn", model_config={"depth_multiplier": 2})
 
 
 def test_crowd_regions_are_taught_as_background_exactly_as_if_absent() -> None:
