@@ -21,9 +21,10 @@ from perception.evaluate import (
     _reading,
     as_reported,
     evaluate,
+    ranked_parts,
 )
 from perception.models.stn_classifier import StnClassifier, StnClassifierConfig
-from perception.perceiver import WEIGHTS_DIR, FrameDetection, PerceiverSettings
+from perception.perceiver import WEIGHTS_DIR, FrameDetection, PerceiverSettings, object_parts
 from sim.messages import DetectionClass, LightState
 from tests.perception.synthetic import make_dataset
 
@@ -139,6 +140,55 @@ def test_a_sign_box_not_read_keeps_the_detectors_class_and_limits_are_speed_limi
         DetectionClass.YIELD_SIGN,
     ]
     assert [d.box for d in reported] == [d.box for d in dets]
+
+
+def test_ranked_parts_at_the_operating_cut_are_the_perceivers_object_parts() -> None:
+    cfg = PerceiverSettings()
+    rng = np.random.default_rng(0)
+    dropped = 0
+    for _ in range(200):
+        n = int(rng.integers(2, 9))
+        xy = rng.uniform(0.0, 60.0, (n, 2))
+        wh = rng.uniform(2.0, 40.0, (n, 2))
+        boxes = np.concatenate([xy, xy + wh], axis=1)
+        scores = rng.uniform(cfg.score_threshold, 1.0, n)
+        want = object_parts([tuple(b) for b in boxes], cfg.part_overlap, cfg.part_rise)
+        got = ranked_parts(boxes, scores, cfg.score_threshold, cfg.part_overlap, cfg.part_rise)
+        assert got == want
+        dropped += len(got)
+    assert dropped > 20  # the draw holds parts to drop
+
+
+def test_a_part_is_dropped_at_every_cut_that_holds_its_whole() -> None:
+    """A person's upper half (y 0-10) inside the whole box (y 0-20). Over the operating cut
+    (0.35) the part goes whenever the whole is over it too; under it, the perceiver run at the
+    part's score would hold the whole only if it scores at least as much."""
+    boxes = np.array([[0.0, 0.0, 10.0, 20.0], [1.0, 0.0, 9.0, 10.0]])
+
+    def parts(whole: float, part: float) -> set[int]:
+        return ranked_parts(boxes, np.array([whole, part]), 0.35, 0.7, 0.25)
+
+    assert parts(0.5, 0.9) == {1}  # both acted on: the perceiver drops the part
+    assert parts(0.2, 0.9) == set()  # the whole under the cut: the part is reported
+    assert parts(0.2, 0.1) == {1}
+    assert parts(0.05, 0.1) == set()
+    assert ranked_parts(boxes[::-1], np.array([0.9, 0.5]), 0.35, 0.7, 0.25) == {0}
+
+
+def test_a_vehicles_part_is_not_scored_as_a_false_alarm() -> None:
+    """The detector boxes a car whole (0.8) and its upper half (0.9, above the whole's): with
+    the detector's list the half is a false alarm ranked first; the perceiver drops it."""
+    data: Any = SimpleNamespace(image_ids=[0], scales=[(1.0, 1.0)])
+    gt = _gt([[10.0, 100.0, 20.0, 20.0]])
+    whole = _det(10.0, 0.8)
+    half = FrameDetection(
+        "vehicle", DetectionClass.VEHICLE, (11.0, 100.0, 29.0, 108.0), 0.9, 10.0, 0.0
+    )
+    own = _coco_map(data, gt, [[whole, half]], EvalSettings())
+    assert own["mAP"] == pytest.approx(0.5, abs=0.01)
+    reported = as_reported([whole, half], PerceiverSettings())
+    assert reported == [whole]
+    assert _coco_map(data, gt, [reported], EvalSettings())["mAP"] == pytest.approx(1.0)
 
 
 def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_reading() -> None:
