@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launch.argtypes import positive_int
+from launch.argtypes import non_negative_float, positive_int
 from perception.dataset import SCORED_FROM_HEIGHT_PX
 
 if TYPE_CHECKING:
@@ -435,12 +435,14 @@ def add_commands(perception: Any) -> None:
     )
     ev.add_argument("--split", default="test")
     ev.add_argument("--device", type=_device, default="cpu")
-    ev.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency: 1 core)")
-    ev.add_argument("--limit", type=int, help="evaluate only the first N images")
-    ev.add_argument("--latency-frames", type=int, default=100)
+    ev.add_argument(
+        "--threads", type=positive_int, default=1, help="torch CPU threads (latency: 1 core)"
+    )
+    ev.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
+    ev.add_argument("--latency-frames", type=positive_int, default=100)
     ev.add_argument(
         "--min-height",
-        type=float,
+        type=non_negative_float,
         default=SCORED_FROM_HEIGHT_PX,
         help="boxes lower than this (px at 240 rows) are ignored regions (default 4)",
     )

@@ -67,6 +67,30 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "no annotations.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--latency-frames", "0", "expected a positive integer, got 0"),
+        ("--threads", "0", "expected a positive integer, got 0"),
+        ("--limit", "-1", "expected a positive integer, got -1"),
+        ("--min-height", "-1", "expected a number >= 0, got -1.0"),
+    ],
+)
+def test_eval_refuses_a_count_it_cannot_use_in_one_line(
+    flag: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--latency-frames 0`` and ``--threads 0`` ended in tracebacks, ``--min-height -1`` was
+    taken."""
+    argv = ["perception", "eval", "--weights", "perception/weights/cnn.safetensors"]
+    argv += ["--data", str(tmp_path), "--out", str(tmp_path / "e.json"), flag, value]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "e.json").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA")
 def test_cuda_on_a_machine_without_one_is_one_line_and_exit_2(
     dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
