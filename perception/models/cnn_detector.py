@@ -14,6 +14,10 @@ Shapes for the default 240×320 input::
 Stride 4 keeps a 6-pixel sign 1.5 cells wide, enough to find it; the backbone's stride 16 sees
 far enough around a car to tell it from a wall. It is sized to run a 320×240 frame in a few
 milliseconds on one CPU core.
+
+With ``space_to_depth = 2`` (perception/configs/experiments/cnn640.yaml) a 640×480 frame's 2×2
+pixel blocks are stacked as 12 channels before the stem (YOLOv5's Focus): the same network on
+the same 320×240 grid, with every pixel of the larger frame under it, its heads at stride 8.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perception.models.centernet import CenterHead, ConvBNReLU
+from sim.errors import DrivestackError
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,21 @@ class CnnDetectorConfig:
     blocks: tuple[int, int, int] = (0, 1, 2)  # residual blocks per stage (none at stride 4:
     # it is the costliest resolution; depth goes where the maps are small)
     head: int = 24  # channels of the shared head layer
-    stride: int = 4  # output stride of the heads (fixed by the neck)
+    stride: int = 4  # output stride of the heads: 4 (the neck's) times space_to_depth
+    space_to_depth: int = 1  # the frame's s×s pixel blocks stacked as channels before the stem
+    # (YOLOv5's Focus): at 2 a 640×480 frame runs on the 320×240 frame's grid with every pixel
+    # under it, in 1.9 times its time (docs/perception.md, "The CNN on 640×480 frames")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.space_to_depth, int) or self.space_to_depth < 1:
+            raise DrivestackError(
+                f"CnnDetectorConfig.space_to_depth {self.space_to_depth!r}; allowed: 1, 2, ..."
+            )
+        if self.stride != 4 * self.space_to_depth:
+            raise DrivestackError(
+                f"CnnDetectorConfig.stride {self.stride}; it is 4 × space_to_depth "
+                f"({4 * self.space_to_depth})"
+            )
 
 
 class ResBlock(nn.Module):
@@ -63,7 +82,7 @@ class CnnDetector(nn.Module):
         super().__init__()
         self.cfg = cfg
         w4, w8, w16 = cfg.widths
-        self.stem = ConvBNReLU(3, cfg.stem, stride=2)
+        self.stem = ConvBNReLU(3 * cfg.space_to_depth**2, cfg.stem, stride=2)
         self.s4 = _stage(cfg.stem, w4, cfg.blocks[0])
         self.s8 = _stage(w4, w8, cfg.blocks[1])
         self.s16 = _stage(w8, w16, cfg.blocks[2])
@@ -77,6 +96,8 @@ class CnnDetector(nn.Module):
         """:param origin: where a training crop sits in the full frame (px); convolutions do
         not care, the argument keeps the detectors' signatures alike"""
         x = (images - 0.5) / 0.25  # roughly zero-mean, unit-variance pixels
+        if self.cfg.space_to_depth > 1:
+            x = F.pixel_unshuffle(x, self.cfg.space_to_depth)
         f4 = self.s4(self.stem(x))  # (B, w4, H/4, W/4)
         f8 = self.s8(f4)  # (B, w8, H/8, W/8)
         f16 = self.s16(f8)  # (B, w16, H/16, W/16)

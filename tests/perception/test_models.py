@@ -24,6 +24,7 @@ from perception.models.transformer_detector import (
     TransformerDetector,
     TransformerDetectorConfig,
 )
+from sim.errors import DrivestackError
 
 torch.set_num_threads(1)
 
@@ -41,6 +42,34 @@ def test_detector_output_shapes(model: torch.nn.Module) -> None:
     assert out["heatmap"].shape == (2, 6, 24, 32)
     assert out["size"].shape == (2, 2, 24, 32)
     assert out["offset"].shape == (2, 2, 24, 32)
+
+
+def test_a_space_to_depth_stem_stacks_each_pixel_block_as_channels() -> None:
+    """At 2, a 640×480 frame gives the heads the 80×60 grid a 320×240 frame gives the shipped
+    CNN (stride 8); the stem's 12 input channels are the 2×2 blocks' pixels, channel
+    4c + 2dy + dx at cell (y, x) being pixel (2y + dy, 2x + dx) of colour c."""
+    cfg = CnnDetectorConfig(input_hw=(480, 640), stride=8, space_to_depth=2)
+    model = CnnDetector(cfg).eval()
+    out = model(torch.rand(1, 3, 480, 640))
+    assert out["heatmap"].shape == (1, 6, 60, 80) and out["size"].shape == (1, 2, 60, 80)
+    seen: list[torch.Tensor] = []
+    model.stem.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    img = torch.rand(1, 3, 8, 8)
+    model(img)
+    x = (img - 0.5) / 0.25
+    for c, dy, dx in [(0, 0, 0), (1, 0, 1), (2, 1, 0), (2, 1, 1)]:
+        torch.testing.assert_close(seen[0][0, c * 4 + dy * 2 + dx], x[0, c, dy::2, dx::2])
+    with pytest.raises(DrivestackError, match=r"stride 4; it is 4 × space_to_depth \(8\)"):
+        CnnDetectorConfig(space_to_depth=2)
+
+
+def test_the_640_experiment_config_builds_that_cnn() -> None:
+    from perception.train import build_model, load_train_config
+
+    cfg = load_train_config("perception/configs/experiments/cnn640.yaml")
+    model = build_model(cfg)
+    assert isinstance(model, CnnDetector) and model.cfg.space_to_depth == 2
+    assert model.cfg.input_hw == (480, 640) and cfg.crop_hw == (320, 448)
 
 
 def test_classifier_shapes_and_identity_warp() -> None:
@@ -79,8 +108,12 @@ def test_crops_of_one_image_are_the_crops_of_its_batch() -> None:
             (2, 3, 96, 128),
         ),
         (StnClassifier(), (5, 3, 32, 32)),
+        (
+            CnnDetector(CnnDetectorConfig(input_hw=(96, 128), stride=8, space_to_depth=2)),
+            (2, 3, 96, 128),
+        ),
     ],
-    ids=["cnn", "transformer", "stn"],
+    ids=["cnn", "transformer", "stn", "cnn-space-to-depth"],
 )
 def test_for_inference_computes_what_the_trained_network_does(
     model: torch.nn.Module, shape: tuple[int, ...]
