@@ -111,7 +111,11 @@ class TrainConfig:
         n(
             "crop_hw",
             self.crop_hw is None
-            or (len(self.crop_hw) == 2 and all(_int(v, 1) for v in self.crop_hw)),
+            or (
+                isinstance(self.crop_hw, tuple | list)
+                and len(self.crop_hw) == 2
+                and all(_int(v, 1) for v in self.crop_hw)
+            ),
             "null or two integers of at least 1 (height, width)",
         )
         n(
