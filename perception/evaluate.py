@@ -5,9 +5,10 @@
 - COCO mAP@[.5:.95] and mAP@.5, overall and per class (pycocotools' ``COCOeval``, boxes in the
   dataset's pixels), on the detector's ranked list as COCO scores it: up to ``coco_top_k``
   boxes per image down to ``coco_score_threshold``, not only those the perceiver acts on.
-  Scored twice: ``coco``, the boxes with the classes the perceiver reports (``as_reported``:
-  a sign is of the type the classifier reads in its box, one box per sign), and
-  ``coco_detector``, every box with the detector's own class. They differ in the signs alone.
+  Scored twice: ``coco``, the boxes the perceiver reports with their classes (``as_reported``:
+  a sign is of the type the classifier reads in its box, one box per sign, and a vehicle's or
+  pedestrian's box that is a part of another is dropped), and ``coco_detector``, every box
+  with the detector's own class.
   Boxes the collector marks as crowds (too small or hidden to annotate, perception/dataset.py)
   or that are mostly hidden (occlusion ≥ ``hidden``) or too small to see (height <
   ``min_height_px`` at 240 rows) are COCO "crowd" regions: a detection on them is neither a hit
