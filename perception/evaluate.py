@@ -74,6 +74,7 @@ from perception.perceiver import (
     LearnedPerceiver,
     PerceiverSettings,
     one_box_per_sign,
+    part_of,
 )
 from sim.messages import CameraFrame, DetectionClass, LightState
 
@@ -232,18 +233,16 @@ def as_reported(ds: list[FrameDetection], cfg: PerceiverSettings) -> list[FrameD
     keeps the detector's class. A vehicle's or pedestrian's box that is a part of another box
     of its group is dropped, as the perceiver drops it before tracking (``ranked_parts``). Light
     boxes are as the detector gave them."""
-    out = []
-    for group in ("vehicle", "pedestrian", "light"):
+    out = [d for d in ds if d.group == "light"]
+    for group in ("vehicle", "pedestrian"):
         objs = [d for d in ds if d.group == group]
-        parts: set[int] = set()
-        if group != "light":
-            parts = ranked_parts(
-                np.array([d.box for d in objs]).reshape(-1, 4),
-                np.array([d.score for d in objs]),
-                cfg.score_threshold,
-                cfg.part_overlap,
-                cfg.part_rise,
-            )
+        parts = ranked_parts(
+            np.array([d.box for d in objs]).reshape(-1, 4),
+            np.array([d.score for d in objs]),
+            cfg.score_threshold,
+            cfg.part_overlap,
+            cfg.part_rise,
+        )
         out += [d for i, d in enumerate(objs) if i not in parts]
     signs = [d for d in ds if d.group == "sign"]
     keep = one_box_per_sign(
@@ -263,23 +262,11 @@ def ranked_parts(
     boxes: np.ndarray, scores: np.ndarray, threshold: float, overlap: float, rise: float
 ) -> set[int]:
     """Indices of the boxes of one group of a frame's ranked list that the perceiver drops as
-    parts of another box (``object_parts``, ``part_owners``' test) at any cut of the list that
-    holds them: box i is a part of a box j whose score is at least i's or the operating
-    ``threshold``, whichever is lower. At the operating cut this is ``object_parts`` of the
-    boxes over it; below it, the perceiver run at i's score. ``boxes`` (n, 4) ``x0, y0, x1, y1``."""
-    if len(boxes) < 2:
-        return set()
-    x0, y0, x1, y1 = boxes.T
-    area = np.clip(x1 - x0, 0.0, None) * np.clip(y1 - y0, 0.0, None)
-    iw = np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None])
-    ih = np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None])
-    part = (  # [i, j]: box i is a part of box j
-        (area[:, None] > 0)
-        & (iw > 0)
-        & (ih > 0)
-        & (iw * ih >= overlap * area[:, None])
-        & (y1[None] - y1[:, None] >= rise * (y1 - y0)[None])
-    )
+    parts of another box (``object_parts``) at any cut of the list that holds them: box i is a
+    part of a box j (``part_of``) whose score is at least i's or the operating ``threshold``,
+    whichever is lower. At the operating cut this is ``object_parts`` of the boxes over it;
+    below it, the perceiver run at i's score. ``boxes`` (n, 4) ``x0, y0, x1, y1``."""
+    part = part_of(boxes, boxes, overlap, rise)  # [i, j]: box i is a part of box j
     np.fill_diagonal(part, False)
     held = scores[None] >= np.minimum(scores, threshold)[:, None]  # [i, j]: j is in i's cut
     return {int(i) for i in np.flatnonzero((part & held).any(axis=1))}

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
@@ -1035,36 +1036,39 @@ def head_parts(
     return parts
 
 
+def part_of(parts: ArrayLike, wholes: ArrayLike, overlap: float, rise: float) -> NDArray[np.bool_]:
+    """``[i, j]``: whether box i of ``parts`` is a part of box j of ``wholes``: at least
+    ``overlap`` of the part's area lies inside the whole, and the part's bottom edge is at least
+    ``rise`` of the whole's height above the whole's. The ground plane places such a part far
+    behind the object: its "bottom" is the middle of the object. Boxes ``x0, y0, x1, y1`` px."""
+    x0, y0, x1, y1 = np.asarray(parts, dtype=float).reshape(-1, 4).T[:, :, None]
+    a0, b0, a1, b1 = np.asarray(wholes, dtype=float).reshape(-1, 4).T[:, None, :]
+    area = np.clip(x1 - x0, 0.0, None) * np.clip(y1 - y0, 0.0, None)
+    iw = np.minimum(x1, a1) - np.maximum(x0, a0)
+    ih = np.minimum(y1, b1) - np.maximum(y0, b0)
+    return (
+        (area > 0)
+        & (iw > 0)
+        & (ih > 0)
+        & (iw * ih >= overlap * area)
+        & (b1 - y1 >= rise * (b1 - b0))
+    )
+
+
 def part_owners(
     parts: list[tuple[float, float, float, float]],
     wholes: list[tuple[float, float, float, float]],
     overlap: float,
     rise: float,
 ) -> dict[int, int]:
-    """For each box of ``parts`` that is a part of a box of ``wholes``, the index of the
-    nearest such whole (the one with the lowest bottom edge): at least ``overlap`` of the
-    part's area lies inside the whole, and the part's bottom edge is at least ``rise`` of the
-    whole's height above the whole's. The ground plane places such a part far behind the
-    object: its "bottom" is the middle of the object. Boxes are ``x0, y0, x1, y1`` px."""
-    owners: dict[int, int] = {}
-    for i, (x0, y0, x1, y1) in enumerate(parts):
-        area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
-        best = None
-        for j, (a0, b0, a1, b1) in enumerate(wholes):
-            iw = min(x1, a1) - max(x0, a0)
-            ih = min(y1, b1) - max(y0, b0)
-            if (
-                area > 0
-                and iw > 0
-                and ih > 0
-                and iw * ih >= overlap * area
-                and b1 - y1 >= rise * (b1 - b0)
-                and (best is None or b1 > wholes[best][3])
-            ):
-                best = j
-        if best is not None:
-            owners[i] = best
-    return owners
+    """For each box of ``parts`` that is a part of a box of ``wholes`` (``part_of``), the index
+    of the nearest such whole: the one with the lowest bottom edge, the first of equals."""
+    if not len(parts) or not len(wholes):
+        return {}
+    owned = part_of(parts, wholes, overlap, rise)
+    bottoms = np.asarray(wholes, dtype=float).reshape(-1, 4)[:, 3]
+    nearest = np.where(owned, bottoms[None], -np.inf).argmax(axis=1)
+    return {int(i): int(nearest[i]) for i in np.flatnonzero(owned.any(axis=1))}
 
 
 def object_parts(

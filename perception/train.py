@@ -102,11 +102,19 @@ class TrainConfig:
         n("batch_size", _int(self.batch_size, 1), "an integer of at least 1")
         n("lr", _num(self.lr) and self.lr > 0, "a number over 0")
         n("warmup_steps", _int(self.warmup_steps, 0), "an integer of at least 0")
-        n("weight_decay", _num(self.weight_decay) and self.weight_decay >= 0, "a number ≥ 0")
+        n(
+            "weight_decay",
+            _num(self.weight_decay) and self.weight_decay >= 0,
+            "a number of at least 0",
+        )
         n("grad_clip", _num(self.grad_clip) and self.grad_clip > 0, "a number over 0")
         n("seed", _int(self.seed, 0), "an integer of at least 0")
         n("max_steps", self.max_steps is None or _int(self.max_steps, 1), "null or at least 1")
-        n("limit_images", self.limit_images is None or _int(self.limit_images, 1), "null or ≥ 1")
+        n(
+            "limit_images",
+            self.limit_images is None or _int(self.limit_images, 1),
+            "null or at least 1",
+        )
         n("threads", self.threads is None or _int(self.threads, 1), "null or at least 1")
         n(
             "crop_hw",
@@ -133,7 +141,11 @@ class TrainConfig:
             n(name, _share(getattr(self, name)), "a number from 0 to 1")
         n("crop_jitter", _share(self.crop_jitter) and self.crop_jitter < 1, "0 <= it < 1")
         for name in ("ignore_below_px", "giou_weight", "crop_min_side_px"):
-            n(name, _num(getattr(self, name)) and getattr(self, name) >= 0, "a number ≥ 0")
+            n(
+                name,
+                _num(getattr(self, name)) and getattr(self, name) >= 0,
+                "a number of at least 0",
+            )
         a, na = self.augment, _need(self.augment, "TrainConfig.augment")
         for name in ("brightness", "gamma", "blur_sigma"):
             na(name, _range(getattr(a, name), above=0.0), "two numbers 0 < low <= high")
