@@ -258,8 +258,10 @@ class DetectorBatches:
     split and from 0.61 to 0.41 on the unseen map at 8 epochs (docs/perception.md).
     """
 
-    def __init__(self, data: DetectionSet, cfg: TrainConfig, stride: int) -> None:
-        self.data, self.cfg, self.stride = data, cfg, stride
+    def __init__(self, data: DetectionSet, cfg: TrainConfig, stride: int, align: int = 16) -> None:
+        # windows are cut at multiples of ``align`` px: the Transformer's token cell (stride ×
+        # patch), so a window's tokens are the frame's and take their position embeddings
+        self.data, self.cfg, self.stride, self.align = data, cfg, stride, align
         keep = [torch.ones_like(c) if cfg.ignore_crowd else ~c for c in data.crowd]
         self.crowd = [c[k] for c, k in zip(data.crowd, keep, strict=True)]
         self.boxes = [b[k] for b, k in zip(data.boxes, keep, strict=True)]
@@ -292,13 +294,13 @@ class DetectorBatches:
         ]
         if gen is not None and self.cfg.crop_hw is not None:
             images, boxes, ignore, origin = random_crop(
-                images, boxes, ignore, self.cfg.crop_hw, gen
+                images, boxes, ignore, self.cfg.crop_hw, gen, self.align
             )
             # the window's place in the unzoomed frame, for the Transformer's position embeddings
-            ch, cw = self.cfg.crop_hw
+            ch, cw, a = *self.cfg.crop_hw, self.align
             origin = (
-                min(round(origin[0] / zoom / 16) * 16, frame_h - ch),
-                min(round(origin[1] / zoom / 16) * 16, frame_w - cw),
+                min(round(origin[0] / zoom / a) * a, frame_h - ch),
+                min(round(origin[1] / zoom / a) * a, frame_w - cw),
             )
         if images.dtype == torch.uint8:
             images = images.to(dev).float() / 255.0
@@ -476,7 +478,9 @@ def _batches(
 ) -> DetectorBatches | CropBatches:
     if cfg.model == "stn":
         return CropBatches(data, cfg, model_config(model))
-    return DetectorBatches(data, cfg, int(model_config(model).stride))
+    mc = model_config(model)
+    stride = int(mc.stride)
+    return DetectorBatches(data, cfg, stride, max(16, stride * int(getattr(mc, "patch", 1))))
 
 
 def _input_hw(model: nn.Module) -> tuple[int, int]:

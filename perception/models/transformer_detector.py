@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from perception.models.centernet import CenterHead, ConvBNReLU
+from sim.errors import DrivestackError
 
 
 @dataclass(frozen=True)
 class TransformerDetectorConfig:
     num_classes: int = 6  # DetectionClass values 1..6 map to indices 0..5
-    input_hw: tuple[int, int] = (240, 320)  # (H, W) px; multiples of 16
+    input_hw: tuple[int, int] = (240, 320)  # (H, W) px; multiples of stride × patch (16)
     stem: int = 24  # channels of the stride-4 stem
     patch: int = 4  # patch size on the stem map: 4 cells × stride 4 = 16 px
     dim: int = 96  # token width
@@ -43,7 +44,21 @@ class TransformerDetectorConfig:
     mlp_ratio: float = 2.0
     dropout: float = 0.0
     head: int = 24  # channels of the shared head layer
-    stride: int = 4  # output stride of the heads
+    stride: int = 4  # output stride of the heads: 4 (the stem's) times space_to_depth
+    space_to_depth: int = 1  # the frame's s×s pixel blocks stacked as channels before the stem,
+    # as the CNN's (cnn_detector.py): at 2 a 640×480 frame gives the 320×240 frame's 300 tokens
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.space_to_depth, int) or self.space_to_depth < 1:
+            raise DrivestackError(
+                f"TransformerDetectorConfig.space_to_depth {self.space_to_depth!r}; "
+                "allowed: 1, 2, ..."
+            )
+        if self.stride != 4 * self.space_to_depth:
+            raise DrivestackError(
+                f"TransformerDetectorConfig.stride {self.stride}; it is 4 × space_to_depth "
+                f"({4 * self.space_to_depth})"
+            )
 
 
 class EncoderBlock(nn.Module):
@@ -77,7 +92,8 @@ class TransformerDetector(nn.Module):
             raise ValueError(f"input_hw {cfg.input_hw} must be multiples of {cell}")
         self.grid = (h // cell, w // cell)  # (15, 20) tokens by default
         self.stem = nn.Sequential(
-            ConvBNReLU(3, cfg.stem // 2, stride=2), ConvBNReLU(cfg.stem // 2, cfg.stem, stride=2)
+            ConvBNReLU(3 * cfg.space_to_depth**2, cfg.stem // 2, stride=2),
+            ConvBNReLU(cfg.stem // 2, cfg.stem, stride=2),
         )
         self.embed = nn.Conv2d(cfg.stem, cfg.dim, cfg.patch, cfg.patch)
         self.pos = nn.Parameter(torch.zeros(1, cfg.dim, *self.grid))
@@ -91,10 +107,12 @@ class TransformerDetector(nn.Module):
         self.head = CenterHead(cfg.stem, cfg.head, cfg.num_classes)
 
     def forward(self, images: Tensor, origin: tuple[int, int] = (0, 0)) -> dict[str, Tensor]:
-        """:param origin: ``(y, x)`` px of a training crop in the full frame (multiples of 16):
-        its tokens take the position embeddings of the cells they came from"""
+        """:param origin: ``(y, x)`` px of a training crop in the full frame (multiples of
+        stride × patch): its tokens take the position embeddings of the cells they came from"""
         x = (images - 0.5) / 0.25
-        f4 = self.stem(x)  # (B, S, H/4, W/4)
+        if self.cfg.space_to_depth > 1:
+            x = F.pixel_unshuffle(x, self.cfg.space_to_depth)
+        f4 = self.stem(x)  # (B, S, H/4, W/4) (H/stride: space_to_depth times that)
         t = self.embed(f4)  # (B, D, H/16, W/16)
         pos: Tensor = self.pos
         cell = self.cfg.stride * self.cfg.patch

@@ -63,13 +63,40 @@ def test_a_space_to_depth_stem_stacks_each_pixel_block_as_channels() -> None:
         CnnDetectorConfig(space_to_depth=2)
 
 
-def test_the_640_experiment_config_builds_that_cnn() -> None:
+def test_the_640_experiment_configs_build_those_detectors() -> None:
     from perception.train import build_model, load_train_config
 
     cfg = load_train_config("perception/configs/experiments/cnn640.yaml")
     model = build_model(cfg)
     assert isinstance(model, CnnDetector) and model.cfg.space_to_depth == 2
     assert model.cfg.input_hw == (480, 640) and cfg.crop_hw == (320, 448)
+    cfg = load_train_config("perception/configs/experiments/transformer640.yaml")
+    tr = build_model(cfg)
+    assert isinstance(tr, TransformerDetector) and tr.grid == (15, 20)  # the 320×240 tokens
+    out = tr(torch.rand(1, 3, 480, 640))
+    assert out["heatmap"].shape == (1, 6, 60, 80)
+
+
+def test_a_transformer_window_takes_the_position_embeddings_of_its_cells() -> None:
+    """A window cut at a token cell's corner (the trainer cuts them at multiples of stride ×
+    patch) computes what the whole frame computes there, but for what attention sees: with
+    the encoder's blocks removed the two agree exactly on the window's interior."""
+    torch.manual_seed(0)
+    cfg = TransformerDetectorConfig(input_hw=(256, 320), stride=8, space_to_depth=2, depth=1)
+    model = TransformerDetector(cfg).eval()
+    model.blocks = torch.nn.ModuleList()  # attention mixes the whole input: leave it out
+    with torch.no_grad():
+        model.pos.normal_()  # embeddings that differ from cell to cell
+        img = torch.rand(1, 3, 256, 320)
+        whole = model(img)["heatmap"]  # (1, 6, 32, 40) at stride 8
+        window = img[:, :, 64:224, 64:256]  # 5 × 6 tokens of 32 px
+        part = model(window, origin=(64, 64))["heatmap"]
+        shifted = model(window, origin=(0, 0))["heatmap"]
+    # the interior: the stem's padding and the tokens' upsampling reach 8 cells in from the
+    # window's top and left edges, 4 from its bottom and right
+    inner = whole[..., 8:28, 8:32][..., 8:-4, 8:-4]
+    torch.testing.assert_close(part[..., 8:-4, 8:-4], inner)
+    assert not torch.allclose(shifted[..., 8:-4, 8:-4], inner)
 
 
 def test_classifier_shapes_and_identity_warp() -> None:
@@ -112,8 +139,14 @@ def test_crops_of_one_image_are_the_crops_of_its_batch() -> None:
             CnnDetector(CnnDetectorConfig(input_hw=(96, 128), stride=8, space_to_depth=2)),
             (2, 3, 96, 128),
         ),
+        (
+            TransformerDetector(
+                TransformerDetectorConfig(input_hw=(96, 128), stride=8, space_to_depth=2, depth=1)
+            ),
+            (2, 3, 96, 128),
+        ),
     ],
-    ids=["cnn", "transformer", "stn", "cnn-space-to-depth"],
+    ids=["cnn", "transformer", "stn", "cnn-space-to-depth", "transformer-space-to-depth"],
 )
 def test_for_inference_computes_what_the_trained_network_does(
     model: torch.nn.Module, shape: tuple[int, ...]

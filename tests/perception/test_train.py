@@ -80,23 +80,30 @@ class _Recording(TransformerDetector):
         self, images: torch.Tensor, origin: tuple[int, int] = (0, 0)
     ) -> dict[str, torch.Tensor]:
         self.origins.append(origin)
-        assert images.shape[-2:] == (160, 224)
+        s = self.cfg.space_to_depth
+        assert images.shape[-2:] == (160 * s, 224 * s)
         return super().forward(images, origin)
 
 
-def test_zoomed_windows_take_position_embeddings_inside_the_frame_grid() -> None:
+@pytest.mark.parametrize("s2d", [1, 2])
+def test_zoomed_windows_take_position_embeddings_inside_the_frame_grid(s2d: int) -> None:
+    """Windows start on a token's cell, 16 px (stride 4 × patch 4), or 32 px for the
+    Transformer on 640×480 frames (space_to_depth 2, stride 8)."""
+    h, w, ch, cw, cell = 240 * s2d, 320 * s2d, 160 * s2d, 224 * s2d, 16 * s2d
     cfg = TrainConfig(
-        model="transformer", batch_size=2, crop_hw=(160, 224), scale_range=(0.5, 1.5), flip_p=0.5
+        model="transformer", batch_size=2, crop_hw=(ch, cw), scale_range=(0.5, 1.5), flip_p=0.5
     )
-    model = _Recording(TransformerDetectorConfig())
+    mcfg = TransformerDetectorConfig(input_hw=(h, w), stride=4 * s2d, space_to_depth=s2d, depth=1)
+    model = _Recording(mcfg)
     model.origins = []
-    batches = DetectorBatches(_set(4, (240, 320)), cfg, stride=4)
+    batches = perception.train._batches(_set(4, (h, w)), cfg, model)
+    assert isinstance(batches, DetectorBatches) and batches.align == cell
     gen = torch.Generator().manual_seed(1)
     for _ in range(12):
         loss = batches.loss(model, torch.tensor([0, 1]), gen, torch.device("cpu"))
         assert torch.isfinite(loss["total"])
     for y, x in model.origins:
-        assert y % 16 == 0 and x % 16 == 0 and 0 <= y <= 240 - 160 and 0 <= x <= 320 - 224
+        assert y % cell == 0 and x % cell == 0 and 0 <= y <= h - ch and 0 <= x <= w - cw
     assert len(set(model.origins)) > 1
 
 
