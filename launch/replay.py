@@ -296,7 +296,7 @@ def _recorded_settings(rec: Recording, cfg: StackConfig) -> dict[str, dict[str, 
     if learned and "read_scale" not in out["perception"]:
         # recorded before the classifier had a camera of its own (2026-12-06): it read the
         # detector's, and the recording holds no other
-        out["perception"]["read_scale"] = out["perception"].get("camera_scale", 1)
+        out["perception"]["read_scale"] = out["perception"].get("camera_scale") or 1
     return out
 
 

@@ -70,6 +70,7 @@ from perception.models.centernet import box_iou
 from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
 from perception.perceiver import (
     GROUP,
+    REFERENCE_WH,
     FrameDetection,
     LearnedPerceiver,
     PerceiverSettings,
@@ -84,7 +85,8 @@ class EvalSettings:
     split: str = "test"
     hidden: float = SCORED_HIDDEN_BELOW  # occlusion share from which a box is an ignored region
     min_height_px: float = SCORED_FROM_HEIGHT_PX  # boxes lower at 240 rows are ignored too
-    min_read_px: float = 6.0  # signs/lights narrower than this (input px) are not scored as read
+    min_read_px: float = 6.0  # signs/lights narrower than this are not scored as read (px of a
+    # 320×240 frame, as every size here: perceiver.REFERENCE_WH, whatever the network's input)
     read_bins_px: tuple[float, ...] = (8.0, 12.0, 16.0)  # readings also by min side: 6-8, 8-12...
     found_bins_px: tuple[float, ...] = (8.0, 16.0, 32.0)  # road users found by height: 4-8, ...
     latency_frames: int = 100
@@ -182,8 +184,8 @@ def evaluate(
         frame, scale = _frame(data, i)
         read = read_rgb(reads[i]) if reads is not None else None
         acted, ranked = perceiver.detect_cuts(frame, read, cuts)
-        dets.append(_in_input_px(acted, scale))
-        ranked_dets.append(_in_input_px(ranked, scale))
+        dets.append(_in_input_px(acted, scale, _ref_px(data)))
+        ranked_dets.append(_in_input_px(ranked, scale, _ref_px(data)))
     result: dict[str, Any] = {
         "detector": str(detector),
         "classifier": str(classifier),
@@ -207,14 +209,23 @@ def evaluate(
     return result
 
 
-def _in_input_px(dets: list[FrameDetection], scale: tuple[float, float]) -> list[FrameDetection]:
-    """Detections with their boxes in the network's input px, as the set's boxes are."""
+def _ref_px(data: DetectionSet) -> float:
+    """The set's images' px (the network's input px) per px of a 320×240 frame, the unit of
+    every size in ``EvalSettings``."""
+    return data.images.shape[3] / REFERENCE_WH[0]
+
+
+def _in_input_px(
+    dets: list[FrameDetection], scale: tuple[float, float], ref: float
+) -> list[FrameDetection]:
+    """Detections with their boxes in the network's input px, as the set's boxes are (``ref``
+    of those per px of a 320×240 frame)."""
     if scale == (1.0, 1.0):
         return dets
     sx, sy = scale
     return [
         dataclasses.replace(
-            d, box=(d.box[0] / sx, d.box[1] / sy, d.box[2] / sx, d.box[3] / sy), px=1.0
+            d, box=(d.box[0] / sx, d.box[1] / sy, d.box[2] / sx, d.box[3] / sy), px=ref
         )
         for d in dets
     ]
@@ -378,6 +389,7 @@ def _reading(
     red_as_green = {"detected": 0, "gt": 0}
     confusion: dict[str, dict[str, int]] = {}
     size_bin, names = _size_bins(s.min_read_px, s.read_bins_px)
+    ref = _ref_px(data)
     # per group and size bin: instances, read right on true boxes, detected and read, read right,
     # detected but not read (the perceiver reads no box at the image's edge)
     by_size = {g: {n: [0, 0, 0, 0, 0] for n in names} for g in ("sign", "light")}
@@ -391,7 +403,7 @@ def _reading(
             j for j in range(len(boxes))
             if GROUP[DetectionClass(int(labels[j]) + 1)] in ("sign", "light")
             and readable(data, i, j)
-            and float(min(boxes[j, 2] - boxes[j, 0], boxes[j, 3] - boxes[j, 1])) >= s.min_read_px
+            and float(min(boxes[j, 2:] - boxes[j, :2])) / ref >= s.min_read_px
         ]  # fmt: skip
         if not keep:
             continue
@@ -430,7 +442,7 @@ def _reading(
                 truth = f"light_{LightState(state).name.lower()}"
                 red = state == LightState.RED
                 red_as_green["gt"] += red and sure_green(gt_read, float(p.max()))
-            tally = by_size[group][size_bin(float(min(boxes[j, 2:] - boxes[j, :2])))]
+            tally = by_size[group][size_bin(float(min(boxes[j, 2:] - boxes[j, :2])) / ref)]
             tally[0] += 1
             tally[1] += gt_read == truth
             if match[n] < 0 or ds[match[n]].group != group:
@@ -484,7 +496,7 @@ def _found(data: DetectionSet, dets: list[list[FrameDetection]], s: EvalSettings
     tally = {g: {n: [0, 0] for n in names} for g in ("vehicle", "pedestrian")}
     for i in range(len(data)):
         boxes = data.boxes[i]
-        heights = boxes[:, 3] - boxes[:, 1]
+        heights = (boxes[:, 3] - boxes[:, 1]) / _ref_px(data)  # px of a 320×240 frame
         ignored = data.crowd[i] | (data.occlusion[i] >= s.hidden) | (heights < s.min_height_px)
         groups = [GROUP[DetectionClass(int(c) + 1)] for c in data.labels[i]]
         for group, bins in tally.items():  # matched within the group: another's box finds none

@@ -103,30 +103,37 @@ def default_perceiver(kind: str, device: str | None = None) -> LearnedPerceiver:
     )
 
 
+# Every size in px among the perceiver's and the evaluation's settings is a px of a 320×240
+# frame of the default camera, whatever the size of the frame or of the detector's input: a
+# sign 6 px across is the same sign, as far away, in a 640×480 frame, where it is 12 px.
+REFERENCE_WH = (320, 240)
+
+
 def default_camera(name: str = "front", scale: int = 1, sensor_tick: float = 0.0) -> CameraSpec:
     """The forward camera learned perception's weights were trained for: 320×240 (times
     ``scale``: ``PerceiverSettings.camera_scale``), 90° horizontal field of view, 1.5 m up and
     1.5 m ahead of the rear axle, 5° down; a frame every ``sensor_tick`` s (0: every tick)."""
+    w, h = REFERENCE_WH
     return CameraSpec(
-        name=name, width=320 * scale, height=240 * scale, fov_deg=90.0, sensor_tick=sensor_tick
+        name=name, width=w * scale, height=h * scale, fov_deg=90.0, sensor_tick=sensor_tick
     )
 
 
 @dataclass(frozen=True)
 class PerceiverSettings:
     camera: str = "front"  # name of the camera sensor to read
-    camera_scale: int = 1  # its camera renders at this many times the detector's input; the
-    # detector sees each frame averaged down to its 320×240. The shipped detectors, trained on
-    # 320×240 renders, box less well in averaged 640×480 frames (the test split's mAP 0.512 ->
-    # 0.448: docs/perception.md, "Signs read at twice the detector's resolution"). Sizes in px
-    # below are the detector's input px, whatever the frame's size.
-    read_scale: int = 2  # the classifier cuts its crops from a camera rendering this many times
-    # the detector's input: at camera_scale, the detector's own frame; otherwise a second
-    # camera at the same pose, named camera + "_read" (`read_camera`). At 2 (640×480) a sign
-    # 6 px across the detector's input has 12 px, the detector still sees the renders it was
-    # trained on, and the shipped classifier, trained on such crops, reads 99.5-100 % of the
-    # signs it was measured on, 76-96 % at 1 (docs/perception.md, "A second camera for the
-    # classifier"). The world renders both cameras.
+    camera_scale: int | None = None  # its camera renders 320×240 times this; None: the
+    # detector's input size (320×240 for the shipped detectors). A larger frame is averaged
+    # down to the detector's input: the shipped detectors, trained on 320×240 renders, box less
+    # well in averaged 640×480 frames (the test split's mAP 0.512 -> 0.448: docs/perception.md,
+    # "Signs read at twice the detector's resolution"). Sizes in px below are px of a 320×240
+    # frame (``REFERENCE_WH``), whatever the frame's or the detector's size.
+    read_scale: int = 2  # the classifier cuts its crops from a camera rendering 320×240 times
+    # this: the detector's own camera where that has this scale; otherwise a second camera at
+    # the same pose, named camera + "_read" (``LearnedPerceiver.read_camera``). At 2 (640×480)
+    # a sign 6 px across has 12 px, and the shipped classifier, trained on such crops, reads
+    # 99.5-100 % of the signs it was measured on, 76-96 % at 1 (docs/perception.md, "A second
+    # camera for the classifier"). The world renders both cameras.
     detect_period_s: float = 0.1  # run the networks this often; tracks fill the ticks between.
     # The perceiver's cameras take a frame this often too (their ``sensor_tick``): rendering
     # the ticks between, which nothing read, cost half the world's time in a closed loop
@@ -171,7 +178,7 @@ class PerceiverSettings:
     range_sigma: float = 0.12  # a measured range's standard deviation, a share of the range
     # (the shipped CNN's median position error, `perception eval`'s position_error_m: 5-10 %
     # of the range for vehicles on the unseen map, 13 % for the crossing set's pedestrians)
-    bearing_sigma_px: float = 2.0  # a box centre's column, detector px (across the ray)
+    bearing_sigma_px: float = 2.0  # a box centre's column (across the ray)
     place_sigma_m: float = 0.5  # neither under this: where on the object its box's point lands
     standstill_mps: float = 0.7  # slower tracks are reported as standing still
     max_speed_mps: dict[str, float] = field(
@@ -244,9 +251,12 @@ class PerceiverSettings:
     def __post_init__(self) -> None:
         for name in ("camera_scale", "read_scale"):
             v = getattr(self, name)
+            if v is None and name == "camera_scale":
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 8:
+                none = " (or None: the detector's input size)" if name == "camera_scale" else ""
                 raise DrivestackError(
-                    f"PerceiverSettings.{name} must be an integer from 1 to 8, got {v!r}"
+                    f"PerceiverSettings.{name} must be an integer from 1 to 8{none}, got {v!r}"
                 )
         p = self.detect_period_s
         if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 10.0:
@@ -255,10 +265,24 @@ class PerceiverSettings:
                 f"(0: every tick), got {p!r}"
             )
 
-    @property
-    def read_camera(self) -> str:
-        """The camera the classifier reads: the detector's, or a second one at read_scale."""
-        return self.camera if self.read_scale == self.camera_scale else f"{self.camera}_read"
+    def camera_scale_for(self, input_hw: tuple[int, int]) -> int:
+        """The detector's camera's scale for a detector of input ``input_hw`` (H, W):
+        ``camera_scale``, or where that is None the input's size over 320×240."""
+        if self.camera_scale is not None:
+            return self.camera_scale
+        (h, w), (rw, rh) = input_hw, REFERENCE_WH
+        if w % rw or h * rw != w * rh or not 1 <= w // rw <= 8:
+            raise DrivestackError(
+                f"a detector of input {w}×{h} has no default camera; allowed: 320×240 times 1 to "
+                "8, or set PerceiverSettings.camera_scale"
+            )
+        return w // rw
+
+    def read_camera_for(self, input_hw: tuple[int, int]) -> str:
+        """The camera the classifier reads: the detector's where that renders at read_scale,
+        else a second one."""
+        same = self.read_scale == self.camera_scale_for(input_hw)
+        return self.camera if same else f"{self.camera}_read"
 
 
 @dataclass
@@ -304,7 +328,7 @@ class FrameDetection:
     label: str | None = None  # classifier label for signs and lights
     label_prob: float = 1.0
     z: float | None = None  # height of a sign's or light's centre (m), where it was measured
-    px: float = 1.0  # frame px per detector input px (the camera's scale)
+    px: float = 1.0  # frame px per px of a 320×240 frame (the camera's scale)
 
 
 GROUP = {
@@ -345,16 +369,18 @@ class LearnedPerceiver:
         # classifier's where that is another, each taking a frame at every detection step
         # only (``sensor_tick``): the ticks between read none
         tick = settings.detect_period_s
-        self.camera_spec = default_camera(settings.camera, settings.camera_scale, tick)
+        scale = settings.camera_scale_for(self.input_hw)
+        self.camera_spec = default_camera(settings.camera, scale, tick)
         self.camera_specs: tuple[CameraSpec, ...] = (self.camera_spec,)
-        if settings.read_camera != settings.camera:
-            self.camera_specs += (default_camera(settings.read_camera, settings.read_scale, tick),)
+        self.read_camera = settings.read_camera_for(self.input_hw)
+        if self.read_camera != settings.camera:
+            self.camera_specs += (default_camera(self.read_camera, settings.read_scale, tick),)
         cam = self.camera_spec
         self._cam_K = intrinsics(cam.width, cam.height, cam.fov_deg)
         self._cam_pose = camera_pose(cam.x, cam.y, cam.z, cam.roll_deg, cam.pitch_deg, cam.yaw_deg)
-        # a box column's error across the ray, in radians: the focal length in detector px
+        # a box column's error across the ray, in radians: the focal length in 320×240 px
         self._bearing_sigma = settings.bearing_sigma_px / (
-            self._cam_K[0, 0] * self.input_hw[1] / cam.width
+            self._cam_K[0, 0] * REFERENCE_WH[0] / cam.width
         )
         self.reset()
 
@@ -397,11 +423,11 @@ class LearnedPerceiver:
                 f"{sorted(obs.sensors) or 'no sensors'}"
             )
         read = None
-        if self.cfg.read_camera != self.cfg.camera:
-            read = obs.sensors.get(self.cfg.read_camera)
+        if self.read_camera != self.cfg.camera:
+            read = obs.sensors.get(self.read_camera)
             if read is None:
                 raise DrivestackError(
-                    f"learned perception reads signs from camera '{self.cfg.read_camera}' "
+                    f"learned perception reads signs from camera '{self.read_camera}' "
                     f"(read_scale {self.cfg.read_scale}); the observation has {sorted(obs.sensors)}"
                 )
         return self.perceive(frame, obs.ego, obs.route, read)
@@ -503,6 +529,7 @@ class LearnedPerceiver:
             self.cfg.vote_iou,
         )[0]
         sx, sy = w0 / w, h0 / h
+        px = w0 / REFERENCE_WH[0]  # frame px per px of the settings' sizes
         boxes = det.boxes * torch.tensor([sx, sy, sx, sy], device=self.device)
         classes = [DetectionClass(int(c) + 1) for c in det.labels]
         labels: list[tuple[str | None, float]] = [(None, 1.0)] * len(classes)
@@ -521,7 +548,7 @@ class LearnedPerceiver:
             logits = self.classifier(crops)
             for k, i in enumerate(read):
                 heads[i] = head_share(logits[k], self._masks["light"]) >= self.cfg.sign_head_share
-                if cut_by_edge(boxes[i].tolist(), (w0, h0), self.cfg.edge_px * sx):
+                if cut_by_edge(boxes[i].tolist(), (w0, h0), self.cfg.edge_px * px):
                     continue  # half a head reads as anything: its track keeps the last reading
                 labels[i] = reading(
                     logits[k], GROUP[classes[i]], self._masks, self.ccfg.labels, self.cfg
@@ -540,13 +567,13 @@ class LearnedPerceiver:
             if i in parts:
                 continue
             box = (float(bx[i, 0]), float(bx[i, 1]), float(bx[i, 2]), float(bx[i, 3]))
-            pos = self.locate(frame, c, box, sx)
+            pos = self.locate(frame, c, box, px)
             if pos is None:
                 continue
             lab, prob = labels[i]
             score = float(det.scores[i])
             out.append(
-                FrameDetection(GROUP[c], c, box, score, pos[0], pos[1], lab, prob, pos[2], sx)
+                FrameDetection(GROUP[c], c, box, score, pos[0], pos[1], lab, prob, pos[2], px)
             )
         return out
 
@@ -559,7 +586,7 @@ class LearnedPerceiver:
     ) -> tuple[float, float, float | None] | None:
         """Ego-frame ``(x, y, z)`` of a box's object: the centre of a vehicle or a person on the
         ground (``z`` None), the middle of a sign's or a light's box. ``px``: the frame's px
-        per detector input px."""
+        per px of a 320×240 frame."""
         K, pose = frame.K, frame.pose
         x0, y0, x1, y1 = box
         u = (x0 + x1) / 2 - 0.5  # COCO edges -> pixel-centre coordinates
@@ -749,7 +776,7 @@ class LearnedPerceiver:
                 state = k.state  # one doubtful reading does not undo a sure one just made
             k.state, k.t_read = state, k.t_last
             return
-        side = min(d.box[2] - d.box[0], d.box[3] - d.box[1]) / d.px  # detector input px
+        side = min(d.box[2] - d.box[0], d.box[3] - d.box[1]) / d.px  # px at 320×240
         least = self.cfg.min_stop_yield_px if d.label in ("stop", "yield") else self.cfg.min_sign_px
         moved = k.read_at is None or math.dist(k.read_at, at) >= self.cfg.read_spacing_m
         if side >= least and moved:  # bigger, nearer signs are read better: weigh by area
@@ -917,7 +944,7 @@ class LearnedPerceiver:
             self._cam_pose,
             (cam.width, cam.height),
             corners,
-            cfg.light_in_view_margin_px * cam.width / self.input_hw[1],
+            cfg.light_in_view_margin_px * cam.width / REFERENCE_WH[0],
         )
         # route distances from the route's first point, which is the ego's projection on it and
         # may lie a little ahead of the rear axle

@@ -203,7 +203,7 @@ def test_a_learned_perceivers_recording_from_before_its_second_camera_replays(
     old = rec.config["settings"]["perception"].pop("read_scale")
     assert old == 2 and _recorded_settings(rec, cfg)["perception"]["read_scale"] == 1
     replayed = build_configured_stack(cfg, _recorded_settings(rec, cfg)).perceiver
-    assert isinstance(replayed, LearnedPerceiver) and replayed.cfg.read_camera == "front"
+    assert isinstance(replayed, LearnedPerceiver) and replayed.read_camera == "front"
     assert [c.name for c in replayed.camera_specs] == ["front"]
     obs = next(iter(rec.observations()))
     del obs.sensors["front_read"]  # as a one-camera recording holds

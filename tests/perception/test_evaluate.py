@@ -48,10 +48,11 @@ def _one_image(
     classes: list[DetectionClass],
     states: list[int] | None = None,
     crowd: list[bool] | None = None,
+    scale: int = 1,
 ) -> DetectionSet:
     n = len(boxes)
     return DetectionSet(
-        images=torch.zeros(1, 3, 240, 320, dtype=torch.uint8),
+        images=torch.zeros(1, 3, 240 * scale, 320 * scale, dtype=torch.uint8),
         boxes=[boxes],
         labels=[torch.tensor([int(c) - 1 for c in classes])],
         values=[torch.zeros(n)],
@@ -191,7 +192,12 @@ def test_a_vehicles_part_is_not_scored_as_a_false_alarm() -> None:
     assert _coco_map(data, gt, [reported], EvalSettings())["mAP"] == pytest.approx(1.0)
 
 
-def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_reading() -> None:
+@pytest.mark.parametrize("scale", [1, 2])
+def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_reading(
+    scale: int,
+) -> None:
+    """... and a head narrower than ``min_read_px`` (px of a 320×240 frame) is not scored, at
+    twice the size too."""
     ccfg = StnClassifierConfig()
     perceiver: Any = SimpleNamespace(
         ccfg=ccfg,
@@ -200,9 +206,11 @@ def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_readi
         cfg=PerceiverSettings(),
         _masks={g: ccfg.group_mask(g) for g in ("sign", "light")},
     )
-    heads = torch.tensor([[0.0, 40.0, 10.0, 60.0], [100.0, 40.0, 110.0, 60.0]])
+    heads = scale * torch.tensor(
+        [[0.0, 40.0, 10.0, 60.0], [100.0, 40.0, 110.0, 60.0], [200.0, 40.0, 205.0, 55.0]]
+    )
     red = int(LightState.RED)
-    data = _one_image(heads, [DetectionClass.TRAFFIC_LIGHT] * 2, states=[red, red])
+    data = _one_image(heads, [DetectionClass.TRAFFIC_LIGHT] * 3, states=[red] * 3, scale=scale)
 
     def det(box: list[float], label: str | None) -> FrameDetection:
         b = (box[0], box[1], box[2], box[3])
@@ -214,9 +222,12 @@ def test_a_head_detected_at_the_image_edge_is_not_read_and_not_scored_as_a_readi
     assert lights["detected_not_read"] == 1 and lights["instances"] == 2
 
 
-def test_road_users_found_by_height_count_only_boxes_of_their_group() -> None:
+@pytest.mark.parametrize("scale", [1, 2])
+def test_road_users_found_by_height_count_only_boxes_of_their_group(scale: int) -> None:
+    """... with heights in px of a 320×240 frame: a set at twice the size (a detector on
+    640×480 frames) is scored as its 320×240 twin."""
     ped, car = DetectionClass.PEDESTRIAN, DetectionClass.VEHICLE
-    boxes = torch.tensor(
+    boxes = scale * torch.tensor(
         [
             [100.0, 100.0, 103.0, 111.0],  # a pedestrian 11 px tall, 25 m away: found
             [150.0, 100.0, 156.0, 120.0],  # 20 px tall, boxed as a vehicle: not found
@@ -224,14 +235,14 @@ def test_road_users_found_by_height_count_only_boxes_of_their_group() -> None:
             [200.0, 100.0, 202.0, 106.0],  # a crowd region: neither
         ]
     )
-    data = _one_image(boxes, [ped, ped, car, ped], crowd=[False, False, False, True])
+    data = _one_image(boxes, [ped, ped, car, ped], crowd=[False, False, False, True], scale=scale)
 
     def det(box: torch.Tensor, cls: DetectionClass) -> FrameDetection:
         b = tuple(float(v) for v in box)
         return FrameDetection(cls.name.lower(), cls, (b[0], b[1], b[2], b[3]), 0.9, 10.0, 0.0)
 
     # the pedestrian is also boxed as a car, tighter: its own group's box still finds it
-    ped_box = boxes[0] + torch.tensor([0.0, 0.0, 0.0, 1.0])
+    ped_box = boxes[0] + scale * torch.tensor([0.0, 0.0, 0.0, 1.0])
     dets = [[det(boxes[0], car), det(ped_box, ped), det(boxes[1], car), det(boxes[3], ped)]]
     found = _found(data, dets, EvalSettings())
     assert found["pedestrian"]["instances"] == 2 and found["pedestrian"]["found"] == 1

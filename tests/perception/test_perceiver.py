@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
@@ -640,3 +641,38 @@ def test_a_sign_box_the_classifier_finds_a_head_in_is_not_read() -> None:
     label, prob = reading(logits, "sign", masks, labels, p.cfg)
     assert label == "stop" and prob == pytest_approx(float(signs.max() / signs.sum()), 1e-6)
     assert reading(logits, "light", masks, labels, p.cfg)[0] == "light_off"
+
+
+def test_sizes_are_px_of_a_320x240_frame_whatever_the_detectors_input() -> None:
+    """A detector on 640×480 frames gets its camera at that size (the classifier reads the same
+    frame), and every size in the settings keeps its meaning: a box's px count per px of a
+    320×240 frame, the bearing's error and the margin that keeps a head in view are those of
+    the 320×240 detector."""
+    from sim.messages import CameraFrame
+
+    small = _perceiver()
+    big_cfg = CnnDetectorConfig(input_hw=(480, 640), stride=8, space_to_depth=2)
+    big = LearnedPerceiver(CnnDetector(big_cfg), StnClassifier(), PerceiverSettings())
+    assert [(c.name, c.width, c.height) for c in big.camera_specs] == [("front", 640, 480)]
+    assert [(c.name, c.width) for c in small.camera_specs] == [("front", 320), ("front_read", 640)]
+    assert big._bearing_sigma == small._bearing_sigma
+    lines = []
+    for p in (small, big):
+        out = p.track([_head(27.25, -2.75, "light_red")], VehicleState(0.0, 0, 0.0, 0.0, 0.0, 0.0),
+                      _route(30.0))  # fmt: skip
+        lines.append(out.lights[0].stop_x)
+    # moved back, equally far (to the pixel centres' half px of the larger frame)
+    assert lines[1] == pytest.approx(lines[0], abs=0.02) and lines[0] < 29.0  # line at 30 m
+    # boxes from every cell of untrained networks: px per px of a 320×240 frame
+    scaled = PerceiverSettings(camera_scale=2)
+    for p, size, px in (
+        (small, 320, 1.0),
+        (big, 640, 2.0),
+        (small.with_settings(scaled), 640, 2.0),
+    ):
+        torch.nn.init.constant_(p.detector.head.heatmap.bias, 8.0)
+        cam = p.camera_spec
+        K = np.array([[size / 2, 0, size / 2], [0, size / 2, size * 3 / 8], [0, 0, 1.0]])
+        rgb = np.zeros((size * 3 // 4, size, 3), np.uint8)
+        dets = p.detect(CameraFrame(0.0, 0, rgb, K, p._cam_pose))
+        assert cam.width == size and dets and {d.px for d in dets} == {px}

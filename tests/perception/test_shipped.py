@@ -185,7 +185,16 @@ def test_a_second_camera_for_the_classifier_joins_the_scenario_and_is_read() -> 
     for period in (-0.1, 11.0, "0.1"):
         with pytest.raises(DrivestackError, match="detect_period_s must be a number of seconds"):
             PerceiverSettings(detect_period_s=period)  # type: ignore[arg-type]
-    assert PerceiverSettings(camera_scale=2, read_scale=2).read_camera == "front"
+    # the detector's camera: by default its input's size; the classifier reads it where that
+    # renders at read_scale
+    cfg = PerceiverSettings()
+    assert cfg.camera_scale_for((240, 320)) == 1 and cfg.camera_scale_for((480, 640)) == 2
+    assert cfg.read_camera_for((240, 320)) == "front_read"
+    assert cfg.read_camera_for((480, 640)) == "front"
+    assert PerceiverSettings(camera_scale=2).read_camera_for((240, 320)) == "front"
+    for hw in ((240, 300), (480, 480), (2400, 3200)):
+        with pytest.raises(DrivestackError, match=r"no default camera; allowed: 320×240 times 1"):
+            cfg.camera_scale_for(hw)
 
 
 def _detections_agree(kind: str, device: str) -> int:
@@ -195,7 +204,7 @@ def _detections_agree(kind: str, device: str) -> int:
     seen = 0
     for name in ("red_lights", "dense_traffic", "town_loop"):
         obs = EmbeddedWorld().reset(with_camera(load_scenario(name), cpu), 0)
-        frame, read = obs.sensors[cpu.cfg.camera], obs.sensors[cpu.cfg.read_camera].rgb
+        frame, read = obs.sensors[cpu.cfg.camera], obs.sensors[cpu.read_camera].rgb
         a, b = cpu.detect(frame, read), other.detect(frame, read)
         assert [(d.cls, d.label) for d in b] == [(d.cls, d.label) for d in a], name
         for da, db in zip(a, b, strict=True):
