@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -211,3 +212,18 @@ def test_a_frame_twice_as_wide_annotates_what_the_detectors_size_does() -> None:
                         boxes=boxes * 2, box_class=np.ones(4, int), box_id=np.arange(4),
                         box_visible_px=visible * 4)  # fmt: skip
     assert [a["iscrowd"] for a in frame_annotations(frame, 0, 0, wide)] == [0, 0, 0, 0]
+
+
+def test_several_folders_load_as_one_set_of_each_in_turn(tmp_path: Path) -> None:
+    """Read into one tensor from the start, the joined set is each folder's set in order."""
+    a = make_dataset(tmp_path / "a", n_images=6, seed=1)
+    b = make_dataset(tmp_path / "b", n_images=4, seed=2)
+    both = load_split([a, b], "all", (120, 160))
+    one, two = load_split(a, "all", (120, 160)), load_split(b, "all", (120, 160))
+    assert torch.equal(both.images, torch.cat([one.images, two.images]))
+    assert both.image_ids == one.image_ids + two.image_ids
+    assert both.files == one.files + two.files
+    for x, y in zip(both.boxes, one.boxes + two.boxes, strict=True):
+        assert torch.equal(x, y)
+    assert torch.equal(both.scales, torch.cat([one.scales, two.scales]))
+    assert len(load_split([a, b], "all", (120, 160), limit=2)) == 4
