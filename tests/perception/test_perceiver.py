@@ -670,7 +670,9 @@ def test_sizes_are_px_of_a_320x240_frame_whatever_the_detectors_input() -> None:
         (big, 640, 2.0),
         (small.with_settings(scaled), 640, 2.0),
     ):
-        torch.nn.init.constant_(p.detector.head.heatmap.bias, 8.0)
+        heatmap = p.detector.get_submodule("head.heatmap")
+        assert isinstance(heatmap, torch.nn.Conv2d) and heatmap.bias is not None
+        torch.nn.init.constant_(heatmap.bias, 8.0)
         cam = p.camera_spec
         K = np.array([[size / 2, 0, size / 2], [0, size / 2, size * 3 / 8], [0, 0, 1.0]])
         rgb = np.zeros((size * 3 // 4, size, 3), np.uint8)
