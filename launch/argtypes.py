@@ -26,3 +26,17 @@ def non_negative_float(text: str) -> float:
     if not 0.0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
+
+
+def add_weights_args(parser: argparse.ArgumentParser, default: str = "shipped") -> None:
+    """Learned perception's weights, other than the ``default`` ones."""
+    parser.add_argument(
+        "--detector",
+        default="",
+        metavar="FILE",
+        help=f"with --perception cnn|transformer: that kind's .safetensors (default: {default}); "
+        "the camera takes its input's size",
+    )
+    parser.add_argument(
+        "--classifier", default="", metavar="FILE", help="the sign/light classifier's, likewise"
+    )

@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from launch import perception_cli, planner_cli, replay, report, sweep
-from launch.argtypes import positive_int
+from launch.argtypes import add_weights_args, positive_int
 from launch.camera_cmds import add_render_parser
 from launch.carla_args import add_carla_args, connection_from
 from launch.record import add_bench_record_args, add_record_args, run_or_record
@@ -40,7 +40,7 @@ EXIT_INPUT = 2
 
 def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    cfg = StackConfig(args.backend, args.perception, args.planner, args.controller, args.policy)
+    cfg = StackConfig.from_args(args)
     out = Path(args.out) if args.out else Path("runs") / _run_name(scenario.name, args.seed)
     _check_writable(out)
     world = make_world(cfg.backend, connection_from(args))
@@ -127,7 +127,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
     scenarios = args.scenarios or builtin_scenarios()
-    cfg = StackConfig(args.backend, args.perception, args.planner, args.controller, args.policy)
+    cfg = StackConfig.from_args(args)
     out = Path(args.out) if args.out else Path("runs") / _run_name("evaluate", seeds[0])
     _check_writable(out)
     if sweep.wanted(args):  # Ray workers, recordings, step limits: launch/sweep.py
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--perception", choices=PERCEPTIONS, default="ground-truth")
     run.add_argument("--planner", choices=PLANNERS, default="rules")
     run.add_argument("--policy", default="", help="the RL planner's .zip (default: shipped)")
+    add_weights_args(run)
     run.add_argument("--controller", choices=CONTROLLERS, default="pid")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", help="directory for result.json (default runs/<run-name>)")
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--perception", choices=PERCEPTIONS, default="ground-truth")
     ev.add_argument("--planner", choices=PLANNERS, default="rules")
     ev.add_argument("--policy", default="", help="the RL planner's .zip (default: shipped)")
+    add_weights_args(ev)
     ev.add_argument("--controller", choices=CONTROLLERS, default="pid")
     ev.add_argument("--out", help="directory for summary.json and the episodes' result.json")
     add_carla_args(ev)

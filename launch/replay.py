@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from launch.argtypes import positive_int
+from launch.argtypes import add_weights_args, positive_int
 from launch.record import (
     STAGES,
     build_configured_stack,
@@ -676,11 +676,15 @@ def _stack_config(rec: Recording, args: argparse.Namespace) -> StackConfig:
         recorded = StackConfig(**rec.config["stack"])
     except TypeError as exc:
         raise DrivestackError(f"{rec.path}: unreadable stack configuration ({exc})") from None
+    perception = args.perception or recorded.perception
+    same = perception == recorded.perception  # another perception: not the recorded weights
     return dataclasses.replace(
         recorded,
-        perception=args.perception or recorded.perception,
+        perception=perception,
         planner=args.planner or recorded.planner,
         controller=args.controller or recorded.controller,
+        detector=args.detector or (recorded.detector if same else ""),
+        classifier=args.classifier or (recorded.classifier if same else ""),
     )
 
 
@@ -722,6 +726,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--perception", choices=PERCEPTIONS, help="replace the recorded perception")
     p.add_argument("--planner", choices=PLANNERS, help="replace the recorded planner")
     p.add_argument("--controller", choices=CONTROLLERS, help="replace the recorded controller")
+    add_weights_args(p, "the recorded ones")
     p.add_argument(
         "--set",
         action="append",

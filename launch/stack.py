@@ -19,6 +19,7 @@ from perception.ground_truth import GroundTruthPerceiver
 from planning.rules import RulePlanner
 from sim.backend import World
 from sim.carla_backend.client import CarlaConnection
+from sim.errors import DrivestackError
 from sim.messages import (
     Observation,
     PerceptionOutput,
@@ -59,6 +60,19 @@ class StackConfig:
     planner: str = "rules"
     controller: str = "pid"
     policy: str = ""  # the RL planner's policy .zip; empty: the shipped one
+    detector: str = ""  # learned perception's detector .safetensors; empty: the shipped one
+    classifier: str = ""  # ... and its classifier's
+
+    @classmethod
+    def from_args(cls, args: object) -> StackConfig:
+        """The stages ``run``'s and ``evaluate``'s flags name (an argparse namespace); files
+        as absolute paths, which a sweep's workers and a replay elsewhere find."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        given = {n: getattr(args, n) for n in names if hasattr(args, n)}
+        for n in ("policy", "detector", "classifier"):
+            if given.get(n):
+                given[n] = str(Path(given[n]).resolve())
+        return cls(**given)
 
     def to_dict(self) -> dict[str, str]:
         return dataclasses.asdict(self)
@@ -78,10 +92,15 @@ class Stack:
 
 def build_stack(cfg: StackConfig) -> Stack:
     """Instantiate the stages a configuration names (choices are checked by the CLI)."""
+    if (cfg.detector or cfg.classifier) and cfg.perception not in ("cnn", "transformer"):
+        raise DrivestackError(
+            f"--detector and --classifier are learned perception's weights; --perception is "
+            f"{cfg.perception!r}, allowed with them: cnn, transformer"
+        )
     perceivers: dict[str, Callable[[], Perceiver]] = {
         "ground-truth": GroundTruthPerceiver,
-        "cnn": lambda: _learned("cnn"),
-        "transformer": lambda: _learned("transformer"),
+        "cnn": lambda: _learned("cnn", cfg.detector, cfg.classifier),
+        "transformer": lambda: _learned("transformer", cfg.detector, cfg.classifier),
     }
     planners: dict[str, Callable[[], Planner]] = {
         "rules": RulePlanner,
@@ -93,7 +112,7 @@ def build_stack(cfg: StackConfig) -> Stack:
     )
 
 
-def _learned(kind: str) -> Perceiver:
+def _learned(kind: str, detector: str = "", classifier: str = "") -> Perceiver:
     import torch  # only when asked for
 
     from perception.perceiver import default_perceiver
@@ -103,7 +122,7 @@ def _learned(kind: str) -> Perceiver:
     # threshold), and those depend on how many threads sum a convolution. With the default two
     # threads, `run town_loop --seed 1 --perception cnn` scored 59.2 where `evaluate` had 77.4.
     torch.set_num_threads(1)
-    return default_perceiver(kind)
+    return default_perceiver(kind, detector=detector, classifier=classifier)
 
 
 def with_camera(scenario: Scenario, perceiver: Perceiver) -> Scenario:

@@ -205,9 +205,7 @@ def wanted(args: argparse.Namespace) -> bool:
 def cmd_sweep(args: argparse.Namespace, out: Path) -> int:
     seeds = parse_seeds(args.seeds)
     scenarios = args.scenarios or builtin_scenarios()
-    cfg = StackConfig(
-        args.backend, args.perception, args.planner, args.controller, getattr(args, "policy", "")
-    )
+    cfg = StackConfig.from_args(args)
     if cfg.backend != "embedded" and args.workers > 1:
         raise DrivestackError(
             f"--workers {args.workers}: parallel sweeps run the embedded backend only "

@@ -92,15 +92,18 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 DETECTORS = ("cnn", "transformer")
 
 
-def default_perceiver(kind: str, device: str | None = None) -> LearnedPerceiver:
-    """The learned perceiver with the shipped weights (perception/weights/): ``cnn`` or
-    ``transformer`` detector and the STN classifier; on CUDA when there is one."""
+def default_perceiver(
+    kind: str, device: str | None = None, detector: str = "", classifier: str = ""
+) -> LearnedPerceiver:
+    """The learned perceiver: a ``cnn`` or ``transformer`` detector and the STN classifier,
+    the shipped files (perception/weights/) or those named (a ``kind`` detector, refused
+    otherwise); on CUDA when there is one. Its camera is sized for the detector."""
     if kind not in DETECTORS:
         raise DrivestackError(f"unknown learned perception {kind!r}; allowed: {DETECTORS}")
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return LearnedPerceiver.from_files(
-        str(WEIGHTS_DIR / f"{kind}.safetensors"), str(WEIGHTS_DIR / "stn.safetensors"), device=dev
-    )
+    det = load_model(detector or WEIGHTS_DIR / f"{kind}.safetensors", expect=kind, device=dev)
+    clf = load_model(classifier or WEIGHTS_DIR / "stn.safetensors", expect="stn", device=dev)
+    return LearnedPerceiver(det, clf, device=dev)
 
 
 # Every size in px among the perceiver's and the evaluation's settings is a px of a 320×240

@@ -126,3 +126,46 @@ def test_evaluate_rejects_bad_seeds(tmp_path: Path) -> None:
     proc = _cli("evaluate", "--seeds", "5..2", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "--seeds '5..2'" in proc.stderr
+
+
+def test_learned_perception_runs_on_the_weights_named(tmp_path: Path) -> None:
+    """``--detector``/``--classifier`` name other weights than the shipped ones; the stack
+    records them, and the camera takes the detector's input size."""
+    from launch.stack import StackConfig, build_stack
+    from perception.export import save_model
+    from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
+
+    det = tmp_path / "cnn640.safetensors"
+    save_model(CnnDetector(CnnDetectorConfig(input_hw=(480, 640), stride=8, space_to_depth=2)), det)
+    stack = build_stack(StackConfig(perception="cnn", detector=str(det)))
+    specs = stack.perceiver.camera_specs  # type: ignore[attr-defined]
+    assert [(c.name, c.width, c.height) for c in specs] == [("front", 640, 480)]
+    shipped = ROOT / "perception" / "weights"
+    out = tmp_path / "run"
+    proc = _cli("run", "red_lights", "--perception", "cnn", "--max-steps", "3", "-q",
+                "--detector", str(shipped / "cnn.safetensors"),
+                "--classifier", str(shipped / "stn.safetensors"), "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "config.json").read_text())["stack"]
+    assert config["detector"].endswith("cnn.safetensors")
+    assert config["classifier"].endswith("stn.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--detector", "perception/weights/transformer.safetensors"], "holds a transformer model"),
+        (["--detector", "nowhere.safetensors"], "nowhere.safetensors: no such weights file"),
+        (["--classifier", "perception/weights/cnn.safetensors"], "expected stn"),
+        (["--perception", "ground-truth", "--detector", "x"], "--perception is 'ground-truth'"),
+    ],
+    ids=["other-kind", "missing", "not-a-classifier", "ground-truth"],
+)
+def test_weights_that_cannot_serve_are_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    perception = [] if "--perception" in args else ["--perception", "cnn"]
+    proc = _cli("run", "red_lights", *perception, *args, "--out", str(tmp_path / "o"), "-q")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "o" / "result.json").exists()

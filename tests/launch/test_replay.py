@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -307,3 +308,23 @@ def test_image_map_ignores_boxes_too_small_or_hidden_to_score(recorded: Path) ->
     keep_all = OpenLoopSettings(image_min_height_px=0.0, image_hidden=1.0)
     assert _image_frame(everything, obs, p, keep_all)
     assert everything.truth == {1: 3, 2: 0} and everything.hits[1] == [True, True, True]
+
+
+def test_a_replay_keeps_the_recorded_weights_unless_perception_is_replaced() -> None:
+    from types import SimpleNamespace
+
+    from launch.replay import _stack_config
+
+    stack = StackConfig(perception="cnn", detector="a/cnn.safetensors").to_dict()
+    rec: Any = SimpleNamespace(config={"stack": stack}, path="r.mcap")
+
+    def args(**kw: str) -> Any:
+        base = {"perception": None, "planner": None, "controller": None}
+        return SimpleNamespace(**(base | {"detector": "", "classifier": ""} | kw))
+
+    assert _stack_config(rec, args()).detector == "a/cnn.safetensors"
+    assert _stack_config(rec, args(detector="b.safetensors")).detector == "b.safetensors"
+    other = _stack_config(rec, args(perception="transformer"))
+    assert other.perception == "transformer" and other.detector == ""
+    old: Any = SimpleNamespace(config={"stack": {"backend": "embedded", "perception": "cnn"}})
+    assert _stack_config(old, args()) == StackConfig(perception="cnn")  # recorded before
