@@ -65,11 +65,12 @@ class StackConfig:
 
     @classmethod
     def from_args(cls, args: object) -> StackConfig:
-        """The stages ``run``'s and ``evaluate``'s flags name (an argparse namespace); files
-        as absolute paths, which a sweep's workers and a replay elsewhere find."""
+        """The stages ``run``'s and ``evaluate``'s flags name (an argparse namespace); the
+        perception's files as absolute paths, which a sweep's workers and a replay elsewhere
+        find (the policy as given: it may be a ``constant:`` baseline, planning/rl.py)."""
         names = [f.name for f in dataclasses.fields(cls)]
         given = {n: getattr(args, n) for n in names if hasattr(args, n)}
-        for n in ("policy", "detector", "classifier"):
+        for n in ("detector", "classifier"):
             if given.get(n):
                 given[n] = str(Path(given[n]).resolve())
         return cls(**given)

@@ -169,3 +169,17 @@ def test_weights_that_cannot_serve_are_one_line_and_exit_2(
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
     assert needle in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "o" / "result.json").exists()
+
+
+def test_stack_config_from_flags_keeps_the_policy_as_given() -> None:
+    from types import SimpleNamespace
+
+    from launch.stack import StackConfig
+
+    args = SimpleNamespace(
+        backend="embedded", perception="cnn", planner="rl", controller="pid",
+        policy="constant:1,0", detector="perception/weights/cnn.safetensors", classifier="",
+    )  # fmt: skip
+    cfg = StackConfig.from_args(args)
+    assert cfg.policy == "constant:1,0" and cfg.classifier == ""
+    assert cfg.detector == str((Path.cwd() / "perception/weights/cnn.safetensors").resolve())
