@@ -180,12 +180,13 @@ def evaluate(
     reads = read_files(data, read_dir) if read_dir is not None else None
     dets: list[list[FrameDetection]] = []
     ranked_dets: list[list[FrameDetection]] = []
+    ref = _ref_px(data)
     for i in range(len(data)):
         frame, scale = _frame(data, i)
         read = read_rgb(reads[i]) if reads is not None else None
         acted, ranked = perceiver.detect_cuts(frame, read, cuts)
-        dets.append(_in_input_px(acted, scale, _ref_px(data)))
-        ranked_dets.append(_in_input_px(ranked, scale, _ref_px(data)))
+        dets.append(_in_input_px(acted, scale, ref))
+        ranked_dets.append(_in_input_px(ranked, scale, ref))
     result: dict[str, Any] = {
         "detector": str(detector),
         "classifier": str(classifier),

@@ -101,9 +101,12 @@ def default_perceiver(
     if kind not in DETECTORS:
         raise DrivestackError(f"unknown learned perception {kind!r}; allowed: {DETECTORS}")
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    det = load_model(detector or WEIGHTS_DIR / f"{kind}.safetensors", expect=kind, device=dev)
-    clf = load_model(classifier or WEIGHTS_DIR / "stn.safetensors", expect="stn", device=dev)
-    return LearnedPerceiver(det, clf, device=dev)
+    return LearnedPerceiver.from_files(
+        detector or str(WEIGHTS_DIR / f"{kind}.safetensors"),
+        classifier or str(WEIGHTS_DIR / "stn.safetensors"),
+        device=dev,
+        kinds=(kind,),
+    )
 
 
 # Every size in px among the perceiver's and the evaluation's settings is a px of a 320×240
@@ -394,8 +397,10 @@ class LearnedPerceiver:
         classifier: str,
         settings: PerceiverSettings = PerceiverSettings(),
         device: str = "cpu",
+        kinds: tuple[str, ...] = DETECTORS,
     ) -> LearnedPerceiver:
-        det = load_model(detector, expect=("cnn", "transformer"), device=device)
+        """From saved files: a detector of one of ``kinds`` and an stn classifier."""
+        det = load_model(detector, expect=kinds, device=device)
         clf = load_model(classifier, expect="stn", device=device)
         return cls(det, clf, settings, device)
 

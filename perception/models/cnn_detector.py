@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perception.models.centernet import CenterHead, ConvBNReLU
-from sim.errors import DrivestackError
+from perception.models.centernet import CenterHead, ConvBNReLU, check_space_to_depth
 
 
 @dataclass(frozen=True)
@@ -46,15 +45,7 @@ class CnnDetectorConfig:
     # under it, in 1.9 times its time (docs/perception.md, "The CNN on 640×480 frames")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.space_to_depth, int) or self.space_to_depth < 1:
-            raise DrivestackError(
-                f"CnnDetectorConfig.space_to_depth {self.space_to_depth!r}; allowed: 1, 2, ..."
-            )
-        if self.stride != 4 * self.space_to_depth:
-            raise DrivestackError(
-                f"CnnDetectorConfig.stride {self.stride}; it is 4 × space_to_depth "
-                f"({4 * self.space_to_depth})"
-            )
+        check_space_to_depth(self, self.space_to_depth, self.stride)
 
 
 class ResBlock(nn.Module):

@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perception.models.centernet import CenterHead, ConvBNReLU
-from sim.errors import DrivestackError
+from perception.models.centernet import CenterHead, ConvBNReLU, check_space_to_depth
 
 
 @dataclass(frozen=True)
@@ -49,16 +48,7 @@ class TransformerDetectorConfig:
     # as the CNN's (cnn_detector.py): at 2 a 640×480 frame gives the 320×240 frame's 300 tokens
 
     def __post_init__(self) -> None:
-        if not isinstance(self.space_to_depth, int) or self.space_to_depth < 1:
-            raise DrivestackError(
-                f"TransformerDetectorConfig.space_to_depth {self.space_to_depth!r}; "
-                "allowed: 1, 2, ..."
-            )
-        if self.stride != 4 * self.space_to_depth:
-            raise DrivestackError(
-                f"TransformerDetectorConfig.stride {self.stride}; it is 4 × space_to_depth "
-                f"({4 * self.space_to_depth})"
-            )
+        check_space_to_depth(self, self.space_to_depth, self.stride)
 
 
 class EncoderBlock(nn.Module):

@@ -61,6 +61,10 @@ def test_a_space_to_depth_stem_stacks_each_pixel_block_as_channels() -> None:
         torch.testing.assert_close(seen[0][0, c * 4 + dy * 2 + dx], x[0, c, dy::2, dx::2])
     with pytest.raises(DrivestackError, match=r"stride 4; it is 4 × space_to_depth \(8\)"):
         CnnDetectorConfig(space_to_depth=2)
+    with pytest.raises(DrivestackError, match=r"^TransformerDetectorConfig.stride 4; it is 4 ×"):
+        TransformerDetectorConfig(space_to_depth=2)
+    with pytest.raises(DrivestackError, match=r"^CnnDetectorConfig.space_to_depth 0; allowed"):
+        CnnDetectorConfig(space_to_depth=0)
 
 
 def test_the_640_experiment_configs_build_those_detectors() -> None:
