@@ -58,6 +58,9 @@ class RulePlannerSettings:
     pass_room_below_mps: float = 3.0  # the room shrinks to none at this leader speed
     pass_room_lateral_m: float = 1.0  # ... and is kept only behind one this near the lane's middle
     junction_zone_m: float = 8.0  # beyond the junction's route points, vehicles count as in it
+    # ... now or where they will be at these times (constant velocity): at a yield line a car
+    # just short of the zone, coming at it, is let by (town_small_tour seed 3)
+    junction_predict_s: tuple[float, ...] = (0.0, 1.0, 2.0)
     sign_to_line_max_m: float = 25.0  # a stop sign governs the junction within this distance
     sign_lateral_max_m: float = 5.0  # and stands at most this far beside the lane's edge
     stopped_speed_mps: float = 0.05
@@ -346,8 +349,10 @@ class RulePlanner:
         for o in perception.objects:
             if o.kind != ActorKind.VEHICLE or o.speed < 0.5:
                 continue
-            if math.hypot(o.x - centre[0], o.y - centre[1]) < radius:
-                return False
+            vx, vy = o.speed * math.cos(o.yaw), o.speed * math.sin(o.yaw)
+            for t in self.cfg.junction_predict_s:
+                if math.hypot(o.x + vx * t - centre[0], o.y + vy * t - centre[1]) < radius:
+                    return False
         return True
 
     def _pass_offset(

@@ -1,6 +1,6 @@
 """The rule planner's geometry helpers against numpy's reference implementations, its
-decisions at a yellow light and at a sign read two ways, and a pass of a parked car from a
-standstill."""
+decisions at a yellow light, at a sign read two ways and at a yield with a car coming, and a
+pass of a parked car from a standstill."""
 
 from __future__ import annotations
 
@@ -129,6 +129,39 @@ def test_a_stop_sign_read_after_a_yield_for_one_line_stops_the_ego(line_m: float
         # and a yield read again later does not undo it
         planner.update(_signs(0.2, both[0]), route, replace(ego, t=0.2))
         assert planner.stops_at_line
+
+
+@pytest.mark.parametrize(
+    ("y", "yaw", "speed", "busy"),
+    [
+        (15.0, -np.pi / 2, 7.0, True),  # 2 m short of the junction's zone, coming at it
+        (15.0, np.pi / 2, 7.0, False),  # the same place, driving away
+        (15.0, -np.pi / 2, 0.0, False),  # standing there
+        (40.0, -np.pi / 2, 7.0, False),  # coming, but 27 m short: not within 2 s
+        (10.0, 0.0, 7.0, True),  # inside the zone, along it: busy now, as before
+    ],
+)
+def test_a_yield_lets_by_a_car_about_to_enter_the_junction(
+    y: float, yaw: float, speed: float, busy: bool
+) -> None:
+    # a 10 m junction whose line is 20 m ahead of the bumper, its yield sign 5 m before the
+    # line; the junction's zone reaches 8 m beyond its route points (13 m from its middle)
+    planner = RulePlanner()
+    front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
+    at = round(front + 20.0)
+    route = replace(
+        straight_route_ahead(), junction=np.where(abs(np.arange(101) - at - 5) <= 5, 7, -1)
+    )
+    car = DetectedObject(5, ActorKind.VEHICLE, at + 5.0, y, yaw, speed, 4.6, 1.9)
+    sign = DetectedSign(1, SignType.YIELD, 0.0, front + 15.0, -2.8)
+    planner.update(
+        PerceptionOutput(0.0, 0, (car,), (sign,), (), 13.9),
+        route,
+        VehicleState(0.0, 0, 0.0, 0.0, 0.0, 8.0),
+    )
+    assert planner.stops_at_line == busy
+    if busy:
+        assert planner.reason.endswith("(junction busy after sign 1)")
 
 
 @pytest.mark.parametrize(
