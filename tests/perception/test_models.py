@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -79,6 +80,10 @@ def test_the_640_experiment_configs_build_those_detectors() -> None:
     assert isinstance(tr, TransformerDetector) and tr.grid == (15, 20)  # the 320×240 tokens
     out = tr(torch.rand(1, 3, 480, 640))
     assert out["heatmap"].shape == (1, 6, 60, 80)
+    wide = build_model(load_train_config("perception/configs/experiments/transformer640w.yaml"))
+    assert isinstance(wide, TransformerDetector) and wide.grid == (15, 20)
+    assert wide.cfg.stem == 48 and wide.cfg.space_to_depth == 2  # only the stem differs
+    assert dataclasses.replace(wide.cfg, stem=tr.cfg.stem) == tr.cfg
 
 
 def test_a_transformer_window_takes_the_position_embeddings_of_its_cells() -> None:
