@@ -33,7 +33,14 @@ from launch.record import (
     parse_overrides,
     run_recorded,
 )
-from launch.stack import CONTROLLERS, PERCEPTIONS, PLANNERS, StackConfig, make_world
+from launch.stack import (
+    CONTROLLERS,
+    PERCEPTIONS,
+    PLANNERS,
+    StackConfig,
+    make_world,
+    weights_path,
+)
 from perception.dataset import SCORED_FROM_HEIGHT_PX, SCORED_HIDDEN_BELOW
 from sim.errors import DrivestackError
 from sim.messages import (
@@ -683,8 +690,8 @@ def _stack_config(rec: Recording, args: argparse.Namespace) -> StackConfig:
         perception=perception,
         planner=args.planner or recorded.planner,
         controller=args.controller or recorded.controller,
-        detector=args.detector or (recorded.detector if same else ""),
-        classifier=args.classifier or (recorded.classifier if same else ""),
+        detector=weights_path(args.detector) or (recorded.detector if same else ""),
+        classifier=weights_path(args.classifier) or (recorded.classifier if same else ""),
     )
 
 

@@ -71,8 +71,7 @@ class StackConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         given = {n: getattr(args, n) for n in names if hasattr(args, n)}
         for n in ("detector", "classifier"):
-            if given.get(n):
-                given[n] = str(Path(given[n]).resolve())
+            given[n] = weights_path(given.get(n, ""))
         return cls(**given)
 
     def to_dict(self) -> dict[str, str]:
@@ -89,6 +88,12 @@ class Stack:
         self.perceiver.reset()
         self.planner.reset()
         self.controller.reset()
+
+
+def weights_path(given: str) -> str:
+    """A ``--detector`` or ``--classifier`` file as an absolute path ("" stays "": the shipped
+    one), so that a sweep's workers and a replay run elsewhere find it."""
+    return str(Path(given).resolve()) if given else ""
 
 
 def build_stack(cfg: StackConfig) -> Stack:

@@ -323,7 +323,8 @@ def test_a_replay_keeps_the_recorded_weights_unless_perception_is_replaced() -> 
         return SimpleNamespace(**(base | {"detector": "", "classifier": ""} | kw))
 
     assert _stack_config(rec, args()).detector == "a/cnn.safetensors"
-    assert _stack_config(rec, args(detector="b.safetensors")).detector == "b.safetensors"
+    named = _stack_config(rec, args(detector="b.safetensors")).detector
+    assert named == str(Path("b.safetensors").resolve())  # as run and evaluate keep it
     other = _stack_config(rec, args(perception="transformer"))
     assert other.perception == "transformer" and other.detector == ""
     old: Any = SimpleNamespace(config={"stack": {"backend": "embedded", "perception": "cnn"}})
