@@ -61,6 +61,13 @@ class RulePlannerSettings:
     # ... now or where they will be at these times (constant velocity): at a yield line a car
     # just short of the zone, coming at it, is let by (town_small_tour seed 3)
     junction_predict_s: tuple[float, ...] = (0.0, 1.0, 2.0)
+    # A vehicle crossing the path (heading more than 45° off it where the path passes it), at
+    # this speed or more, also counts as a car standing where it will be at these times
+    # (constant velocity): a car turning across the path is braked for before it is on it
+    # (town_small_tour seed 4). Slower tracks are left out: a parked car's range jitter reads
+    # as 1-2 m/s, and predicting it stalled the Transformer behind one (docs/perception.md).
+    vehicle_predict_s: tuple[float, ...] = (0.5, 1.0)
+    vehicle_predict_min_mps: float = 3.0
     sign_to_line_max_m: float = 25.0  # a stop sign governs the junction within this distance
     sign_lateral_max_m: float = 5.0  # and stands at most this far beside the lane's edge
     stopped_speed_mps: float = 0.05
@@ -241,6 +248,10 @@ class RulePlanner:
                         if gap < best:
                             best, v_best = gap, 0.0
                 continue
+            if o.speed >= cfg.vehicle_predict_min_mps:
+                gap = self._crossing_gap(path, s, s_front, o)
+                if gap < best:
+                    best, v_best = gap, 0.0
             rel = abs(math.remainder(o.yaw, math.pi))  # 0 along, π/2 across the path
             half = o.width / 2 if rel < math.pi / 4 else o.length / 2
             at = self._on_path(path, s, o.x, o.y, half)
@@ -258,6 +269,24 @@ class RulePlanner:
             if gap < best:
                 best, v_best = gap, v
         return best, v_best
+
+    def _crossing_gap(
+        self, path: FloatArray, s: FloatArray, s_front: float, o: DetectedObject
+    ) -> float:
+        """Gap to where a vehicle crossing the path will be (``vehicle_predict_s``), or inf."""
+        cfg = self.cfg
+        heading = np.arctan2(*gradient_rows(path)[:, ::-1].T)  # (n,) the path's heading
+        best = math.inf
+        for t in cfg.vehicle_predict_s:
+            px = o.x + o.speed * math.cos(o.yaw) * t
+            py = o.y + o.speed * math.sin(o.yaw) * t
+            i = int(np.argmin((path[:, 0] - px) ** 2 + (path[:, 1] - py) ** 2))
+            if abs(math.remainder(o.yaw - float(heading[i]), math.pi)) < math.pi / 4:
+                continue  # along the path (either way): the leader rule's
+            at = self._on_path(path, s, px, py, o.length / 2)
+            if at is not None and at > s_front - 1.0:
+                best = min(best, at - s_front - o.width / 2)
+        return best
 
     def _stop_gap(
         self,

@@ -165,6 +165,43 @@ def test_a_yield_lets_by_a_car_about_to_enter_the_junction(
 
 
 @pytest.mark.parametrize(
+    ("y", "yaw", "speed", "braked"),
+    [
+        (-6.0, np.pi / 2, 7.0, True),  # from the right, on the path in 0.5 s: a car standing there
+        (6.0, -np.pi / 2, 7.0, True),  # the same from the left
+        (-9.0, np.pi / 2, 7.0, True),  # on the path in 1 s
+        (-12.0, np.pi / 2, 7.0, False),  # in 1.5 s: not yet
+        (-6.0, -np.pi / 2, 7.0, False),  # driving away from the path
+        (-6.0, np.pi / 2, 2.0, False),  # under vehicle_predict_min_mps: a parked car's jitter
+        (3.5, 0.0, 7.0, False),  # along the next lane
+        (3.5, np.pi, 7.0, False),  # oncoming in the next lane
+        (3.5, -np.pi / 6, 7.0, False),  # drifting in at 30°: the leader rule's, once on the path
+    ],
+)
+def test_a_car_crossing_the_path_is_braked_for_before_it_is_on_it(
+    y: float, yaw: float, speed: float, braked: bool
+) -> None:
+    planner = RulePlanner()
+    front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
+    x = round(front) + 15.0  # a route point, 15 m and a bit ahead of the front bumper
+    car = DetectedObject(5, ActorKind.VEHICLE, x, y, yaw, speed, 4.6, 1.9)
+    planner.update(
+        PerceptionOutput(0.0, 0, (car,), (), (), 13.9),
+        straight_route_ahead(),
+        VehicleState(0.0, 0, 0.0, 0.0, 0.0, 8.0),
+    )
+    # braked for as a car standing across the path: its near side is half its width nearer
+    assert planner.reason == (f"leader gap {x - front - 1.9 / 2:.1f} m" if braked else "free")
+    behind = replace(car, x=front - 2.0)  # crossing behind the front bumper: not the ego's
+    planner.update(
+        PerceptionOutput(0.1, 1, (behind,), (), (), 13.9),
+        straight_route_ahead(),
+        VehicleState(0.1, 1, 0.0, 0.0, 0.0, 8.0),
+    )
+    assert planner.reason == "free"
+
+
+@pytest.mark.parametrize(
     ("sign_y", "left_lane", "stops"),
     [
         (-2.8, -1, True),  # on the right kerb: the ego's
