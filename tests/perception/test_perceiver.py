@@ -204,6 +204,25 @@ def test_a_light_placed_near_the_ground_is_no_head() -> None:
     assert seen(2.4) == 1 and seen(None) == 1  # a real head's height, or none measured
 
 
+def test_a_sign_placed_near_the_ground_is_no_sign() -> None:
+    """red_lights seed 2 (traced 2026-12-07): the rear of the car ahead, boxed as a sign, was
+    placed 20 m ahead and 0.7 m up and read "stop"; the ego stood at a lit junction's line for
+    it, lost the head from view and drove into the red. Sign faces hang 2 m up: it is dropped."""
+
+    def seen(z: float | None) -> int:
+        p = _perceiver()
+        stop = FrameDetection("sign", DetectionClass.STOP_SIGN, (154, 106, 168, 119), 0.9,
+                              20.0, 0.0, "stop", 1.0, z)  # fmt: skip
+        out = None
+        for k in range(3):
+            out = p.track([stop], VehicleState(0.1 * k, k, 0.0, 0.0, 0.0, 0.0))
+        assert out is not None
+        return len(out.signs)
+
+    assert seen(0.7) == 0
+    assert seen(2.3) == 1 and seen(None) == 1  # a real face's height, or none measured
+
+
 def test_light_stop_line_is_the_next_junction_entry() -> None:
     p = _perceiver()
     route = _route(30.0)
