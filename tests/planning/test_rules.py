@@ -42,22 +42,31 @@ def test_shift_left_moves_a_straight_line_sideways() -> None:
 
 
 @pytest.mark.parametrize(
-    ("line_m", "speed", "stops"),
+    ("line_m", "speed", "onset", "stops"),
     [
-        (1.0, 1.0, True),  # inside the 1.5 m margin, creeping: 1 m/s stops in 0.17 m
-        (3.5, 3.8, True),  # 3.8² = 14.4 ≤ 2 · 3 · 3.5 = 21: stoppable before the line itself
-        (3.5, 5.0, False),  # 25 > 21: not stoppable at 3 m/s², so go
-        (30.0, 13.0, True),
+        (1.0, 1.0, True, True),  # inside the 1.5 m margin, creeping: 1 m/s stops in 0.17 m
+        (3.5, 3.8, True, True),  # 3.8² = 14.4 ≤ 2 · 3 · 3.5 = 21: stoppable before the line itself
+        (3.5, 5.0, True, False),  # 25 > 21: not stoppable at 3 m/s², so go
+        (30.0, 13.0, True, True),
+        # first seen already yellow, it may end before the ego reaches the line: decided at
+        # 4.5 m/s² (red_lights seed 0: first read yellow 21 m ahead at 12.1 m/s, 3.5 m/s²)
+        (21.0, 12.1, False, True),  # 146 ≤ 2 · 4.5 · 21 = 189
+        (21.0, 12.1, True, False),  # 146 > 2 · 3 · 21 = 126
+        (3.5, 5.0, False, True),  # 25 ≤ 31.5
+        (3.5, 6.0, False, False),  # 36 > 31.5
     ],
 )
 def test_a_yellow_is_stoppable_while_the_ego_can_stop_before_the_line(
-    line_m: float, speed: float, stops: bool
+    line_m: float, speed: float, onset: bool, stops: bool
 ) -> None:
     planner = RulePlanner()
     front = planner.cfg.ego.length_m - planner.cfg.ego.rear_overhang_m
+    route, ego = straight_route_ahead(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, speed)
+    if onset:  # the light seen green 0.1 s before: the yellow's onset seen
+        green = DetectedLight(3, LightState.GREEN, front + line_m, 0.0)
+        planner.update(PerceptionOutput(-0.1, 0, (), (), (green,), 13.9), route, ego)
     light = DetectedLight(3, LightState.YELLOW, front + line_m, 0.0)
-    perception = PerceptionOutput(0.0, 0, (), (), (light,), 13.9)
-    planner.update(perception, straight_route_ahead(), VehicleState(0.0, 0, 0.0, 0.0, 0.0, speed))
+    planner.update(PerceptionOutput(0.0, 1, (), (), (light,), 13.9), route, ego)
     assert planner.stops_at_line == stops
 
 
@@ -94,7 +103,10 @@ def test_a_yellow_is_decided_once_when_first_seen() -> None:
 
     assert seen(planner, 0.0, 30.0, 13.0)
     assert seen(planner, 0.5, 24.0, 12.5)
-    assert not seen(RulePlanner(), 0.5, 24.0, 12.5)
+    fresh = RulePlanner()  # seen green just before: the onset seen, decided at 3 m/s²
+    green = PerceptionOutput(0.4, 0, (), (), (DetectedLight(3, LightState.GREEN, 50.0, 0.0),), 13.9)
+    fresh.update(green, straight_route_ahead(), VehicleState(0.4, 0, 0.0, 0.0, 0.0, 12.5))
+    assert not seen(fresh, 0.5, 24.0, 12.5)
     # once the light is no longer yellow the decision is forgotten: the next yellow is new
     green = PerceptionOutput(1.0, 0, (), (), (DetectedLight(3, LightState.GREEN, 50.0, 0.0),), 13.9)
     planner.update(green, straight_route_ahead(), VehicleState(1.0, 0, 0.0, 0.0, 0.0, 12.5))
