@@ -44,7 +44,7 @@ class RulePlannerSettings:
     yellow_decel: float = 3.0  # stop for yellow when this deceleration stops before the line
     # ... or this one, for a yellow whose onset was not seen: it may end before the ego reaches
     # the line. A head first read yellow 21 m ahead at 12 m/s (3.5 m/s² to stop) was driven
-    # on, and turned red 1.2 s later, 9 m before the line (red_lights seed 0, Transformer).
+    # on, and turned red 1.1 s later, 9 m before the line (red_lights seed 0, Transformer).
     yellow_decel_late: float = 4.5
     max_lateral_accel: float = 2.0  # m/s², caps speed in curves
     corridor_margin_m: float = 0.6  # clearance beside the ego that counts as "on the path"

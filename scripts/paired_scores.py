@@ -5,8 +5,9 @@
 Prints each run's mean driving score, the paired difference (after − before) with its 95 %
 interval over the routes both ran (1.96 standard errors of the per-route differences, which
 cancel the routes' own spread), the routes whose score moved by more than ``--moved`` points
-with the infractions each run had there, and every route with a collision, red light or stop
-infraction in either run (docs/perception.md's closed-loop tables).
+with the infractions each run had there, and every route with an infraction in either run
+(collisions, red lights, stops, blocks and timeouts; not the minimum-speed ones or lane
+departures, which most routes have) (docs/perception.md's closed-loop tables).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def scores(run: Path) -> dict[Route, float]:
 
 
 def infractions(run: Path, route: Route) -> str:
-    """The kinds of infraction a route had (collisions, red lights, stops), comma-separated."""
+    """The kinds of infraction a route had but ``NOT_COUNTED``, comma-separated ("?": no file)."""
     result = run / f"{route[0]}__seed{route[1]}" / "result.json"
     if not result.is_file():
         return "?"
