@@ -254,9 +254,9 @@ class PerceiverSettings:
     # 62 px tall by the road, read "red", placed a head 6 m ahead at 0.5 m and held the ego
     # at a phantom red line (dense_traffic seed 1, traced 2026-12-03)
     sign_min_z_m: float = 1.2  # and a sign's: faces hang 2 m up and more (their centres placed
-    # at 2.0-5.4 m on 585 boxes of true signs); a leader's rear boxed as a sign 20 m ahead,
-    # placed 0.7 m up and read "stop", stopped the ego at a lit junction whose head it then
-    # lost, and it drove into the red (red_lights seed 2, traced 2026-12-07)
+    # at 2.0-5.4 m on 585 boxes of true signs: scripts/sign_heights.py); a leader's rear boxed
+    # as a sign 20 m ahead, placed 0.7 m up and read "stop", stopped the ego at a lit junction
+    # whose head it then lost, and it drove into the red (red_lights seed 2, traced 2026-12-07)
 
     def __post_init__(self) -> None:
         for name in ("camera_scale", "read_scale"):

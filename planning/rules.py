@@ -241,6 +241,7 @@ class RulePlanner:
     ) -> tuple[float, float]:
         cfg = self.cfg
         best, v_best = math.inf, 0.0
+        heading = np.arctan2(*gradient_rows(path)[:, ::-1].T)  # (n,) the path's heading
         for o in perception.objects:
             if o.kind == ActorKind.PEDESTRIAN:
                 for t in cfg.pedestrian_predict_s:
@@ -253,7 +254,7 @@ class RulePlanner:
                             best, v_best = gap, 0.0
                 continue
             if o.speed >= cfg.vehicle_predict_min_mps:
-                gap = self._crossing_gap(path, s, s_front, o)
+                gap = self._crossing_gap(path, heading, s, s_front, o)
                 if gap < best:
                     best, v_best = gap, 0.0
             rel = abs(math.remainder(o.yaw, math.pi))  # 0 along, π/2 across the path
@@ -275,11 +276,16 @@ class RulePlanner:
         return best, v_best
 
     def _crossing_gap(
-        self, path: FloatArray, s: FloatArray, s_front: float, o: DetectedObject
+        self,
+        path: FloatArray,
+        heading: FloatArray,
+        s: FloatArray,
+        s_front: float,
+        o: DetectedObject,
     ) -> float:
-        """Gap to where a vehicle crossing the path will be (``vehicle_predict_s``), or inf."""
+        """Gap to where a vehicle crossing the path (``heading`` at each point) will be
+        (``vehicle_predict_s``), or inf."""
         cfg = self.cfg
-        heading = np.arctan2(*gradient_rows(path)[:, ::-1].T)  # (n,) the path's heading
         best = math.inf
         for t in cfg.vehicle_predict_s:
             px = o.x + o.speed * math.cos(o.yaw) * t

@@ -5,9 +5,9 @@
 Prints each run's mean driving score, the paired difference (after − before) with its 95 %
 interval over the routes both ran (1.96 standard errors of the per-route differences, which
 cancel the routes' own spread), the routes whose score moved by more than ``--moved`` points
-with the infractions each run had there, and every route with an infraction in either run
-(collisions, red lights, stops, blocks and timeouts; not the minimum-speed ones or lane
-departures, which most routes have) (docs/perception.md's closed-loop tables).
+with the infractions each run had there, and every route with an infraction in either run:
+collisions, red lights, stops, blocks and timeouts, not the minimum-speed ones or lane
+departures, which most routes have. docs/perception.md's closed-loop tables are made so.
 """
 
 from __future__ import annotations
