@@ -258,7 +258,7 @@ def as_reported(ds: list[FrameDetection], cfg: PerceiverSettings) -> list[FrameD
         out += [d for i, d in enumerate(objs) if i not in parts]
     signs = [d for d in ds if d.group == "sign"]
     keep = one_box_per_sign(
-        [d.box for d in signs], [d.score for d in signs], cfg.nms_iou, cfg.nms_contain
+        [d.box for d in signs], [d.score for d in signs], cfg.nms_iou, cfg.sign_contain
     )
     for d in (signs[i] for i in keep):
         if d.label is None:

@@ -149,6 +149,11 @@ class PerceiverSettings:
     nms_contain: float = 0.9  # ... as is one this much inside it or around it (the detector
     # boxes a near car seen obliquely again with a box around it, reaching below it: a nearer
     # ghost beside the car, on the ego's path; centernet.nms)
+    sign_contain: float = 0.5  # a sign box this much inside another (share of its area) is
+    # the same sign boxed in part: one box per sign (``one_box_per_sign``). The detector boxed
+    # a near "50" whole and its left part 74 % inside it, which started a second track at the
+    # same place, read "10"; reached in the same update as the "50", it set the limit for 55 s
+    # (town_small_tour seed 1, traced 2026-12-07). The maps' signs stand 8 m apart or more.
     vote_iou: float | None = 0.5  # a box is the mean of those its peak's neighbours draw that
     # overlap it this much (centernet.vote_boxes; None: the peak's box alone)
     vehicle_size_m: tuple[float, float] = (4.6, 1.9)  # assumed length, width
@@ -652,7 +657,7 @@ class LearnedPerceiver:
                     [d.box for d in ds],
                     [d.score for d in ds],
                     self.cfg.nms_iou,
-                    self.cfg.nms_contain,
+                    self.cfg.sign_contain,
                 )
                 ds = [ds[i] for i in keep]
             tr = [k for k in self.tracks if k.group == group]
@@ -1006,7 +1011,8 @@ def one_box_per_sign(
     """Indices of a frame's sign boxes kept by NMS across the sign classes: the detector boxes
     a sign as a speed limit and, from the same cell and so in the same box, again as a yield
     or stop sign (its own NMS is per class, as COCO's mAP wants), while the classifier, not
-    the detector's class, reads what a sign says."""
+    the detector's class, reads what a sign says; and it boxes a near sign again in part, a box
+    mostly inside the whole one (``contain``: the share of the smaller box's area)."""
     if not boxes:
         return []
     keep = nms(torch.tensor(boxes), torch.tensor(scores), torch.zeros(len(boxes)), iou, contain)

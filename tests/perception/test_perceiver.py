@@ -184,6 +184,30 @@ def test_a_sign_boxed_twice_as_two_types_is_one_sign() -> None:
     assert limit.reads == {"limit_50": 4} and limit.hits == 4
 
 
+def test_a_sign_boxed_again_in_part_is_one_sign() -> None:
+    """town_small_tour seed 1 (traced 2026-12-07): 4 m before a "50" read 30 times, the
+    detector boxed it whole and again by its left part, 74 % inside the whole box (IoU 0.30,
+    under NMS's 0.6), read "10". The part took a second track at the same place; both were
+    reached in one update and the later track's "10" set the limit. The part is the sign's."""
+    p = _perceiver()
+    whole, part = (251.6, 54.8, 273.0, 75.1), (248.6, 54.3, 261.3, 69.7)
+    sign = np.array([20.0, -1.7])
+    out = None
+    for k in range(17):  # 1 m per detection step up to the sign, reached 3 m before it
+        ego = VehicleState(0.1 * k, k, float(k + 2), 0.0, 0.0, 10.0)
+        rel = ego.to_ego(sign[None])[0]
+        x, y = float(rel[0]), float(rel[1])
+        dets = [FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, whole, 0.56, x, y,
+                               "limit_50", 0.9)]  # fmt: skip
+        if k >= 14:  # the part, in the last frames, placed where the sign is
+            dets.append(FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN, part, 0.49,
+                                       x - 0.1, y + 0.1, "limit_10", 0.82))  # fmt: skip
+        out = p.track(dets, ego)
+    assert out is not None and out.speed_limit_mps == 50 / 3.6
+    (track,) = [k for k in p.tracks if k.group == "sign"]
+    assert set(track.reads) == {"limit_50"}
+
+
 def test_a_light_placed_near_the_ground_is_no_head() -> None:
     """dense_traffic seed 1 (traced 2026-12-03): a box 62 px tall by the road, read "red", put
     a head 6.7 m ahead with its centre 0.47 m up; as a head it held the ego at a phantom red
