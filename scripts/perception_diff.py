@@ -62,8 +62,14 @@ def differences(
 
 
 def _what(text: str) -> str:
-    """A disagreement without its distances: ``red@12m`` and ``red@11m`` are one interval."""
-    return "".join(w.split("@")[0] for w in text.split() if not w[0].isdigit())
+    """A disagreement without its distances: ``red@12m`` and ``red@11m`` are one interval, and
+    so are a lead missed at 23 m and at 19 m; a limit's values are what is disagreed on."""
+    words = text.split()
+    return " ".join(
+        w.split("@")[0]
+        for w, after in zip(words, [*words[1:], ""], strict=True)
+        if not (w[0].isdigit() and after == "m")
+    )
 
 
 def main() -> None:
