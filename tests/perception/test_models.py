@@ -84,6 +84,9 @@ def test_the_640_experiment_configs_build_those_detectors() -> None:
     assert isinstance(wide, TransformerDetector) and wide.grid == (15, 20)
     assert wide.cfg.stem == 48 and wide.cfg.space_to_depth == 2  # only the stem differs
     assert dataclasses.replace(wide.cfg, stem=tr.cfg.stem) == tr.cfg
+    s16 = build_model(load_train_config("perception/configs/experiments/cnn640s16.yaml"))
+    assert isinstance(s16, CnnDetector) and s16.cfg.stem == 16  # only the stem differs
+    assert dataclasses.replace(s16.cfg, stem=model.cfg.stem) == model.cfg
 
 
 def test_a_transformer_window_takes_the_position_embeddings_of_its_cells() -> None:
