@@ -423,7 +423,7 @@ class LearnedPerceiver:
         self._next_id = 1
         self._last_detect_t = -math.inf
         self._limit_mps: float | None = None
-        self._limit_sign: int | None = None
+        self._limit_signs: set[int] = set()  # the sign tracks reached and read: used up
         # the governing light: stop line (map x, y), track id, state, when last seen (s)
         self._light_line: tuple[float, float, int, LightState, float] | None = None
         # the route distances (from the route's start) of the stop line being waited for and of
@@ -812,14 +812,18 @@ class LearnedPerceiver:
         self.tracks = keep
 
     def _update_limit(self, ego: VehicleState) -> None:
-        """The active limit: that of the last speed-limit sign the ego has reached and read."""
+        """The active limit: that of the last speed-limit sign the ego has reached and read. A
+        sign reached counts once: one reached earlier, still tracked behind the ego, does not
+        take the limit back. Of signs reached in the same update, the best read sets it (two
+        tracks of one sign: the later one's "10" held for a "50", town_small_tour seed 1)."""
+        reached: list[tuple[float, int, str]] = []  # (leading votes, track id, label)
         for k in self.tracks:
             lab = k.label()
             if (
                 k.group != "sign"
                 or lab is None
                 or not lab.startswith("limit_")
-                or k.id == self._limit_sign
+                or k.id in self._limit_signs
             ):
                 continue
             x = float(ego.to_ego(np.array([[k.x, k.y]]))[0, 0])
@@ -831,8 +835,12 @@ class LearnedPerceiver:
                 and k.reads[lab] >= self.cfg.limit_min_reads
                 and lead >= self.cfg.limit_min_share * total
             ):
-                self._limit_mps = float(lab.removeprefix("limit_")) * KMH
-                self._limit_sign = k.id
+                reached.append((lead, k.id, lab))
+        if reached:
+            lab = max(reached)[2]
+            self._limit_mps = float(lab.removeprefix("limit_")) * KMH
+            self._limit_signs |= {i for _, i, _ in reached}
+        self._limit_signs &= {k.id for k in self.tracks}
 
     # ------------------------------------------------------------------------- output
     def _output(

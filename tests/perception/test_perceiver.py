@@ -208,6 +208,56 @@ def test_a_sign_boxed_again_in_part_is_one_sign() -> None:
     assert set(track.reads) == {"limit_50"}
 
 
+def test_of_two_signs_reached_together_the_better_read_sets_the_limit() -> None:
+    """Two sign tracks reached in the same update (town_small_tour seed 1: a "50" read often,
+    and a second track of it read "10" twice; here 7 m apart, across the road, to be two
+    tracks): the better read sets the limit, whatever the tracks' order, and neither takes it
+    back in the updates after."""
+    for first in ("limit_50", "limit_10"):
+        p = _perceiver()
+        out = None
+        for k in range(12):  # 1.5 m per detection step past both
+            x = 1.5 * k
+            ego = VehicleState(0.1 * k, k, x, 0.0, 0.0, 15.0)
+            dets = []
+            for label, y, u, side in (
+                ("limit_50", -3.0, 250.0, 16.0),
+                ("limit_10", 4.0, 50.0, 10.0),
+            ):
+                if label == first or k >= 4:
+                    rel = ego.to_ego(np.array([[12.7, y]]))[0]
+                    dets.append(FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN,
+                                               (u, 80.0, u + side, 80.0 + side), 0.9,
+                                               float(rel[0]),
+                                               float(rel[1]), label, 1.0))  # fmt: skip
+            out = p.track(dets if x < 12.0 else [], ego)
+            if x >= 10.5:  # both reached, in the same update
+                assert out.speed_limit_mps == 50 / 3.6, (first, k)
+        assert out is not None and len([t for t in p.tracks if t.group == "sign"]) == 2
+
+
+def test_a_sign_reached_earlier_does_not_take_the_limit_back() -> None:
+    """A "30" reached 10 m after a "50" whose track was made after the 30's (seen later, round
+    a corner): the 30 holds, though the 50's track is still kept behind the ego."""
+    p = _perceiver()
+    out = None
+    for k in range(20):
+        x = 1.5 * k
+        ego = VehicleState(0.1 * k, k, x, 0.0, 0.0, 15.0)
+        dets = []
+        for label, sx, u in (("limit_30", 22.0, 200.0), ("limit_50", 12.0, 250.0)):
+            rel = ego.to_ego(np.array([[sx, -3.0]]))[0]
+            if rel[0] > 2.0 and (label == "limit_30" or k >= 2):
+                dets.append(FrameDetection("sign", DetectionClass.SPEED_LIMIT_SIGN,
+                                           (u, 80.0, u + 14.0, 94.0), 0.9, float(rel[0]),
+                                           float(rel[1]), label, 1.0))  # fmt: skip
+        out = p.track(dets, ego)
+        if 10.5 <= x < 19.0:
+            assert out.speed_limit_mps == 50 / 3.6, x
+    assert out is not None and out.speed_limit_mps == 30 / 3.6
+    assert len([t for t in p.tracks if t.group == "sign"]) == 2  # the 50's still tracked
+
+
 def test_a_light_placed_near_the_ground_is_no_head() -> None:
     """dense_traffic seed 1 (traced 2026-12-03): a box 62 px tall by the road, read "red", put
     a head 6.7 m ahead with its centre 0.47 m up; as a head it held the ego at a phantom red
