@@ -107,7 +107,7 @@ def _native(data: DetectionSet, i: int) -> tuple[np.ndarray, tuple[float, float]
     return np.ascontiguousarray(data.images[i].permute(1, 2, 0).numpy()), (1.0, 1.0)
 
 
-def _frame(data: DetectionSet, i: int) -> tuple[CameraFrame, tuple[float, float]]:
+def dataset_frame(data: DetectionSet, i: int) -> tuple[CameraFrame, tuple[float, float]]:
     """The i-th image as a camera frame at its own size, with its px per input px: the
     perceiver averages it down to the network's input as it does a camera's frame, cuts the
     classifier's crops from it, and gives its boxes in its px."""
@@ -182,7 +182,7 @@ def evaluate(
     ranked_dets: list[list[FrameDetection]] = []
     ref = _ref_px(data)
     for i in range(len(data)):
-        frame, scale = _frame(data, i)
+        frame, scale = dataset_frame(data, i)
         read = read_rgb(reads[i]) if reads is not None else None
         acted, ranked = perceiver.detect_cuts(frame, read, cuts)
         dets.append(_in_input_px(acted, scale, ref))
@@ -563,7 +563,7 @@ def _latency(
     perceiver: LearnedPerceiver, data: DetectionSet, n: int, reads: list[Path] | None = None
 ) -> dict[str, Any]:
     picks = [i % len(data) for i in range(min(n, max(len(data), 1) * 10))]
-    frames = [_frame(data, i)[0] for i in picks]
+    frames = [dataset_frame(data, i)[0] for i in picks]
     rgbs = [read_rgb(reads[i]) if reads is not None else None for i in picks]
     for f, r in zip(frames[:5], rgbs[:5], strict=True):
         perceiver.detect(f, r)  # warm-up

@@ -16,25 +16,17 @@ import argparse
 from collections import defaultdict
 
 import numpy as np
+import torch
 
 from perception.data import load_split
-from perception.evaluate import _frame
+from perception.evaluate import dataset_frame
+from perception.models.centernet import box_iou
 from perception.perceiver import DETECTORS, default_perceiver
 from sim.errors import DrivestackError
 from sim.messages import DetectionClass
 
 SIGNS = {DetectionClass.SPEED_LIMIT_SIGN, DetectionClass.STOP_SIGN, DetectionClass.YIELD_SIGN}
 QUANTILES = (0, 1, 5, 50, 95, 100)
-
-
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one ``x0, y0, x1, y1`` box with each of ``boxes`` (n, 4)."""
-    x0, y0 = np.maximum(box[:2], boxes[:, :2]).T
-    x1, y1 = np.minimum(box[2:], boxes[:, 2:]).T
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / (area + areas - inter + 1e-9)
 
 
 def main() -> None:
@@ -57,7 +49,7 @@ def run() -> None:
     for folder in args.data:
         data = load_split(folder, "all", perceiver.input_hw)
         for i in range(len(data)):
-            frame, _ = _frame(data, i)
+            frame, _ = dataset_frame(data, i)
             (dets,) = perceiver.detect_cuts(frame, None, [cut])
             boxes, labels = data.boxes[i].numpy(), data.labels[i].numpy()
             for d in dets:
@@ -65,9 +57,9 @@ def run() -> None:
                     continue
                 what = "nothing"
                 if len(boxes):
-                    overlap = iou(np.array(d.box), boxes)
-                    j = int(np.argmax(overlap))
-                    if overlap[j] >= 0.3:
+                    overlap = box_iou(torch.tensor([d.box]), torch.from_numpy(boxes))[0]
+                    j = int(overlap.argmax())
+                    if float(overlap[j]) >= 0.3:
                         cls = DetectionClass(int(labels[j]) + 1)
                         what = "a true sign" if cls in SIGNS else cls.name.lower()
                 heights[what].append(d.z)
