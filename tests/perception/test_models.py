@@ -89,6 +89,25 @@ def test_the_640_experiment_configs_build_those_detectors() -> None:
     assert dataclasses.replace(s16.cfg, stem=model.cfg.stem) == model.cfg
 
 
+def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() -> None:
+    """cnn_ema.yaml is the shipped cnn.yaml with the weights' average exported; cnn_hires.yaml
+    also widens strides 4 and 8 and gives stride 4 a residual block."""
+    from perception.train import build_model, load_train_config
+
+    shipped = load_train_config("cnn")
+    ema = load_train_config("perception/configs/experiments/cnn_ema.yaml")
+    assert shipped.ema_decay is None and ema.ema_decay == 0.999
+    assert dataclasses.replace(ema, ema_decay=None) == shipped
+    hires = load_train_config("perception/configs/experiments/cnn_hires.yaml")
+    assert dataclasses.replace(hires, model_config={}) == ema
+    net = build_model(hires)
+    assert isinstance(net, CnnDetector)
+    assert (
+        dataclasses.replace(net.cfg, widths=(16, 32, 64), blocks=(0, 1, 2)) == CnnDetectorConfig()
+    )
+    assert net(torch.rand(1, 3, 240, 320))["heatmap"].shape == (1, 6, 60, 80)
+
+
 def test_a_transformer_window_takes_the_position_embeddings_of_its_cells() -> None:
     """A window cut at a token cell's corner (the trainer cuts them at multiples of stride ×
     patch) computes what the whole frame computes there, but for what attention sees: with

@@ -18,6 +18,7 @@ from perception.models.transformer_detector import (
 from perception.train import (
     DetectorBatches,
     TrainConfig,
+    WeightAverage,
     hflip,
     load_train_config,
     rescale,
@@ -126,6 +127,58 @@ def test_the_last_epochs_train_on_whole_frames(
     assert set(sizes[2 * per_epoch :]) == {(240, 320)}
 
 
+def test_the_weight_average_by_hand() -> None:
+    """Step 1 keeps 2/11 of the average (the ramp), step 1000 keeps the decay; batch norm's
+    running mean is averaged like a weight, its step count copied."""
+    lin, bn = torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1)
+    net = torch.nn.Sequential(lin, bn)
+    state = net.state_dict()  # views of the weights and buffers
+    state["0.weight"].fill_(1.0)
+    avg = WeightAverage(net, decay=0.9)
+    state["0.weight"].fill_(12.0)
+    state["1.running_mean"].fill_(11.0)
+    state["1.num_batches_tracked"].fill_(7)
+    avg.update(net, step=1)
+    got = avg.model.state_dict()
+    assert float(got["0.weight"]) == pytest.approx(2 / 11 * 1 + 9 / 11 * 12)  # 10.0
+    assert float(got["1.running_mean"]) == pytest.approx(9 / 11 * 11)
+    assert int(got["1.num_batches_tracked"]) == 7
+    state["0.weight"].fill_(20.0)
+    avg.update(net, step=1000)
+    assert float(got["0.weight"]) == pytest.approx(0.9 * 10 + 0.1 * 20)
+    assert not any(q.requires_grad for q in avg.model.parameters())
+
+
+def test_a_run_with_a_weight_average_exports_and_resumes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exported network is the average, not the last step's weights; a run stopped after
+    its first epoch and resumed picks the average up from the checkpoint and ends where the
+    unbroken run does."""
+    from perception.export import load_model
+
+    data = make_dataset(tmp_path / "data", n_images=12)
+    cfg = TrainConfig(batch_size=4, epochs=2, ema_decay=0.5, threads=1, val_split=None)
+    exported = load_model(train(cfg, data, tmp_path / "whole", progress=False)).state_dict()
+    ck = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(exported[k], v) for k, v in ck["ema"].items())
+    assert not all(torch.equal(exported[k], v) for k, v in ck["model"].items())
+
+    save = torch.save
+
+    def save_then_stop(obj: object, path: Path) -> None:
+        save(obj, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data, tmp_path / "broken", progress=False)
+    monkeypatch.setattr(torch, "save", save)
+    resumed = train(cfg, data, tmp_path / "broken", resume=True, progress=False)
+    again = load_model(resumed).state_dict()
+    assert all(torch.allclose(again[k].float(), v.float()) for k, v in exported.items())
+
+
 def test_more_whole_frame_epochs_than_epochs_is_one_clear_error() -> None:
     with pytest.raises(DrivestackError, match=r"whole_frame_epochs 3; allowed: 0 to epochs \(2\)"):
         load_train_config("cnn", epochs=2, whole_frame_epochs=3)
@@ -150,6 +203,7 @@ def test_more_whole_frame_epochs_than_epochs_is_one_clear_error() -> None:
         ("scale_range", (1.5, 0.5), "null or two numbers 0 < low <= high"),
         ("crop_hw", (160,), "null or two integers of at least 1 (height, width)"),
         ("crop_jitter", 1.0, "0 <= it < 1"),
+        ("ema_decay", 1.0, "null or a number between 0 and 1 (such as 0.999)"),
     ],
 )
 def test_a_setting_no_run_can_use_is_refused_by_name(
