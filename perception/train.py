@@ -596,7 +596,9 @@ def train(
     step, epoch0 = 0, 0
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        if ck["train"] != cfg.to_dict():
+        # a field newer than the checkpoint held its default then (ema_decay: None, off)
+        made_with = {**TrainConfig(model=cfg.model).to_dict(), **ck["train"]}
+        if made_with != cfg.to_dict():
             raise DrivestackError(
                 f"{ckpt_path}: was made with another config; resume with the same one"
             )

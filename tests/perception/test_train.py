@@ -3,6 +3,7 @@ the last epochs can be on whole frames."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,23 @@ def test_a_run_with_a_weight_average_exports_and_resumes_it(
     resumed = train(cfg, data, tmp_path / "broken", resume=True, progress=False)
     again = load_model(resumed).state_dict()
     assert all(torch.allclose(again[k].float(), v.float()) for k, v in exported.items())
+
+
+def test_a_checkpoint_older_than_a_config_field_resumes_while_it_is_at_its_default(
+    tmp_path: Path,
+) -> None:
+    """Checkpoints written before ``ema_decay`` existed have no such key: they resume with it
+    off, as they were made, and are refused with it on."""
+    data = make_dataset(tmp_path / "data", n_images=8)
+    cfg = TrainConfig(batch_size=4, epochs=1, threads=1, val_split=None)
+    train(cfg, data, tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    del ck["train"]["ema_decay"]
+    torch.save(ck, path)
+    train(cfg, data, tmp_path / "run", resume=True, progress=False)  # refused before
+    with pytest.raises(DrivestackError, match="was made with another config"):
+        train(dataclasses.replace(cfg, ema_decay=0.9), data, tmp_path / "run", resume=True)
 
 
 def test_more_whole_frame_epochs_than_epochs_is_one_clear_error() -> None:
