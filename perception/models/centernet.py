@@ -58,6 +58,18 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
+class ResBlock(nn.Module):
+    """Two 3×3 convolutions with an identity shortcut."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a = ConvBNReLU(c, c)
+        self.b = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x + self.b(self.a(x)))
+
+
 class CenterHead(nn.Module):
     """A shared 3×3 layer and three 1×1 outputs: heatmap, size, offset."""
 

@@ -27,7 +27,12 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perception.models.centernet import CenterHead, ConvBNReLU, check_space_to_depth
+from perception.models.centernet import (
+    CenterHead,
+    ConvBNReLU,
+    ResBlock,
+    check_space_to_depth,
+)
 
 
 @dataclass(frozen=True)
@@ -46,18 +51,6 @@ class CnnDetectorConfig:
 
     def __post_init__(self) -> None:
         check_space_to_depth(self, self.space_to_depth, self.stride)
-
-
-class ResBlock(nn.Module):
-    """Two 3×3 convolutions with an identity shortcut."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.a = ConvBNReLU(c, c)
-        self.b = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x + self.b(self.a(x)))
 
 
 def _stage(c_in: int, c_out: int, blocks: int) -> nn.Sequential:

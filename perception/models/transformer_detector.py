@@ -28,7 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from perception.models.centernet import CenterHead, ConvBNReLU, check_space_to_depth
+from perception.models.centernet import (
+    CenterHead,
+    ConvBNReLU,
+    ResBlock,
+    check_space_to_depth,
+)
+from sim.errors import DrivestackError
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,10 @@ class TransformerDetectorConfig:
     num_classes: int = 6  # DetectionClass values 1..6 map to indices 0..5
     input_hw: tuple[int, int] = (240, 320)  # (H, W) px; multiples of stride × patch (16)
     stem: int = 24  # channels of the stride-4 stem
+    stem_blocks: int = 0  # residual blocks at the end of the stem, at stride 4
+    s8: int = 0  # channels of a stride-8 stage (a strided conv and a residual block) between the
+    # stem and the tokens, and of a stride-8 level in the way back (the CNN's top-down neck);
+    # 0: none, the patches are cut from the stride-4 stem and the tokens go back to it at once
     patch: int = 4  # patch size on the stem map: 4 cells × stride 4 = 16 px
     dim: int = 96  # token width
     depth: int = 4  # encoder blocks
@@ -49,6 +59,11 @@ class TransformerDetectorConfig:
 
     def __post_init__(self) -> None:
         check_space_to_depth(self, self.space_to_depth, self.stride)
+        if self.s8 and self.patch % 2:
+            raise DrivestackError(
+                f"TransformerDetectorConfig.patch {self.patch} with s8 {self.s8}; a stride-8"
+                " stage takes an even patch (cells of the stride-4 map)"
+            )
 
 
 class EncoderBlock(nn.Module):
@@ -84,15 +99,26 @@ class TransformerDetector(nn.Module):
         self.stem = nn.Sequential(
             ConvBNReLU(3 * cfg.space_to_depth**2, cfg.stem // 2, stride=2),
             ConvBNReLU(cfg.stem // 2, cfg.stem, stride=2),
+            *(ResBlock(cfg.stem) for _ in range(cfg.stem_blocks)),
         )
-        self.embed = nn.Conv2d(cfg.stem, cfg.dim, cfg.patch, cfg.patch)
+        self.s8: nn.Module | None = None
+        if cfg.s8:  # stride 8, then patches of patch/2 cells of it
+            self.s8 = nn.Sequential(ConvBNReLU(cfg.stem, cfg.s8, stride=2), ResBlock(cfg.s8))
+            self.embed = nn.Conv2d(cfg.s8, cfg.dim, cfg.patch // 2, cfg.patch // 2)
+        else:
+            self.embed = nn.Conv2d(cfg.stem, cfg.dim, cfg.patch, cfg.patch)
         self.pos = nn.Parameter(torch.zeros(1, cfg.dim, *self.grid))
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.blocks = nn.ModuleList(
             EncoderBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.dim)
-        self.unembed = nn.Conv2d(cfg.dim, cfg.stem, 1)
+        if cfg.s8:  # tokens up to stride 8, then that level up to stride 4
+            self.unembed = nn.Conv2d(cfg.dim, cfg.s8, 1)
+            self.fuse8 = ConvBNReLU(cfg.s8, cfg.s8)
+            self.lat4 = nn.Conv2d(cfg.s8, cfg.stem, 1)
+        else:
+            self.unembed = nn.Conv2d(cfg.dim, cfg.stem, 1)
         self.fuse = ConvBNReLU(cfg.stem, cfg.stem)
         self.head = CenterHead(cfg.stem, cfg.head, cfg.num_classes)
 
@@ -103,7 +129,8 @@ class TransformerDetector(nn.Module):
         if self.cfg.space_to_depth > 1:
             x = F.pixel_unshuffle(x, self.cfg.space_to_depth)
         f4 = self.stem(x)  # (B, S, H/4, W/4) (H/stride: space_to_depth times that)
-        t = self.embed(f4)  # (B, D, H/16, W/16)
+        f8 = None if self.s8 is None else self.s8(f4)  # (B, S8, H/8, W/8)
+        t = self.embed(f4 if f8 is None else f8)  # (B, D, H/16, W/16)
         pos: Tensor = self.pos
         cell = self.cfg.stride * self.cfg.patch
         gy, gx = origin[0] // cell, origin[1] // cell
@@ -119,7 +146,9 @@ class TransformerDetector(nn.Module):
             tokens = blk(tokens)
         tokens = self.norm(tokens)
         g = tokens.transpose(1, 2).reshape(b, d, gh, gw)  # (B, D, H/16, W/16)
-        up = F.interpolate(
-            self.unembed(g), size=f4.shape[-2:], mode="bilinear", align_corners=False
-        )
+        up = self.unembed(g)
+        if f8 is not None:
+            up = F.interpolate(up, size=f8.shape[-2:], mode="bilinear", align_corners=False)
+            up = self.lat4(self.fuse8(f8 + up))
+        up = F.interpolate(up, size=f4.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(self.fuse(f4 + up))

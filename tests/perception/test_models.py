@@ -35,8 +35,10 @@ torch.set_num_threads(1)
     [
         CnnDetector(CnnDetectorConfig(input_hw=(96, 128))),
         TransformerDetector(TransformerDetectorConfig(input_hw=(96, 128), depth=1)),
+        TransformerDetector(TransformerDetectorConfig(input_hw=(96, 128), depth=1, stem_blocks=2)),
+        TransformerDetector(TransformerDetectorConfig(input_hw=(96, 128), depth=1, s8=16)),
     ],
-    ids=["cnn", "transformer"],
+    ids=["cnn", "transformer", "transformer-stride-4-blocks", "transformer-stride-8-stage"],
 )
 def test_detector_output_shapes(model: torch.nn.Module) -> None:
     out = model(torch.rand(2, 3, 96, 128))
@@ -66,6 +68,25 @@ def test_a_space_to_depth_stem_stacks_each_pixel_block_as_channels() -> None:
         TransformerDetectorConfig(space_to_depth=2)
     with pytest.raises(DrivestackError, match=r"^CnnDetectorConfig.space_to_depth 0; allowed"):
         CnnDetectorConfig(space_to_depth=0)
+
+
+def test_a_stride_8_stage_keeps_the_tokens_and_feeds_the_way_back() -> None:
+    """With ``s8`` the patches are cut from a stride-8 map, half as many cells a side: the same
+    300 tokens of 16 px for a 320×240 frame; the tokens go back through that level, so the
+    heads see it; an odd patch has no stride-8 half and is refused."""
+    torch.manual_seed(0)
+    model = TransformerDetector(TransformerDetectorConfig(s8=32, depth=1)).eval()
+    assert model.s8 is not None and model.embed.kernel_size == (2, 2)
+    seen: dict[str, tuple[int, ...]] = {}
+    model.embed.register_forward_hook(lambda m, a, out: seen.update(tokens=tuple(out.shape)))
+    model.fuse8.register_forward_hook(lambda m, a, out: seen.update(s8=tuple(out.shape)))
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 240, 320))
+    assert seen == {"tokens": (1, 96, 15, 20), "s8": (1, 32, 30, 40)}
+    assert out["heatmap"].shape == (1, 6, 60, 80)
+    assert TransformerDetector(TransformerDetectorConfig(depth=1)).s8 is None
+    with pytest.raises(DrivestackError, match=r"^TransformerDetectorConfig.patch 3 with s8 32; a"):
+        TransformerDetectorConfig(s8=32, patch=3)
 
 
 def test_the_640_experiment_configs_build_those_detectors() -> None:
@@ -106,6 +127,32 @@ def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() ->
         dataclasses.replace(net.cfg, widths=(16, 32, 64), blocks=(0, 1, 2)) == CnnDetectorConfig()
     )
     assert net(torch.rand(1, 3, 240, 320))["heatmap"].shape == (1, 6, 60, 80)
+    block = load_train_config("perception/configs/experiments/cnn_s4block.yaml")
+    assert block.model_config == {"blocks": [1, 1, 2]}
+    assert dataclasses.replace(block, model_config={}) == ema
+
+
+@pytest.mark.parametrize(
+    ("name", "model_config"),
+    [
+        ("transformer_hires", {"stem_blocks": 1}),
+        ("transformer_s8", {"s8": 48}),
+        ("transformer_s8_hires", {"s8": 48, "stem_blocks": 1}),
+    ],
+)
+def test_the_320_transformer_experiments_are_the_shipped_one_with_what_they_say(
+    name: str, model_config: dict[str, int]
+) -> None:
+    """Each is transformer.yaml with its model_config and the weights' average exported."""
+    from perception.train import build_model, load_train_config
+
+    cfg = load_train_config(f"perception/configs/experiments/{name}.yaml")
+    assert cfg.model_config == model_config and cfg.ema_decay == 0.999
+    shipped = load_train_config("transformer")
+    assert dataclasses.replace(cfg, model_config={}, ema_decay=None) == shipped
+    net = build_model(cfg)
+    assert isinstance(net, TransformerDetector)
+    assert dataclasses.replace(net.cfg, stem_blocks=0, s8=0) == TransformerDetectorConfig()
 
 
 def test_a_transformer_window_takes_the_position_embeddings_of_its_cells() -> None:
