@@ -16,6 +16,15 @@ Shapes for the default 240×320 input and ``dim = 96``::
     fold + up ×4 + 1×1             (B, 24, 60, 80)  ◀──────────────────────┘ (sum)
     heads                          heatmap (B, C, 60, 80), size, offset
 
+With ``s8`` (channels; 0 by default) a stride-8 stage sits between the stem and the patches,
+as the hybrid ViT's ResNet stages do, and the way back has the CNN's stride-8 level::
+
+    stem          stride 4         (B, 24, 60, 80)  ───────────────────────────────┐
+    stage         stride 8         (B, s8, 30, 40)  ────────────────────────┐      │
+    patch embed   stride 16        (B, 300, 96)  → encoder × depth          │      │
+    fold + up ×2 + 1×1             (B, s8, 30, 40)  ◀───────────────────────┘ sum  │
+    3×3, 1×1 + up ×2               (B, 24, 60, 80)  ◀──────────────────────────────┘ sum
+
 A DETR-style set decoder was the alternative; its Hungarian-matched training needs hundreds of
 epochs, which a 2-core CPU cannot give, so the encoder sits under dense heads instead.
 """
