@@ -135,7 +135,7 @@ def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() ->
 @pytest.mark.parametrize(
     ("name", "model_config"),
     [
-        ("transformer_hires", {"stem_blocks": 1}),
+        ("transformer_s4block", {"stem_blocks": 1}),
         ("transformer_s8", {"s8": 48}),
         ("transformer_s8_hires", {"s8": 48, "stem_blocks": 1}),
     ],
