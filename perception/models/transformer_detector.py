@@ -53,7 +53,7 @@ class TransformerDetectorConfig:
     stem: int = 24  # channels of the stride-4 stem
     stem_blocks: int = 0  # residual blocks at the end of the stem, at stride 4
     s8: int = 0  # channels of a stride-8 stage (a strided conv and a residual block) between the
-    # stem and the tokens, and of a stride-8 level in the way back (the CNN's top-down neck);
+    # stem and the tokens, and of a stride-8 level on the way back (the CNN's top-down neck);
     # 0: none, the patches are cut from the stride-4 stem and the tokens go back to it at once
     patch: int = 4  # patch size on the stem map: 4 cells × stride 4 = 16 px
     dim: int = 96  # token width
@@ -68,6 +68,12 @@ class TransformerDetectorConfig:
 
     def __post_init__(self) -> None:
         check_space_to_depth(self, self.space_to_depth, self.stride)
+        for name in ("stem_blocks", "s8"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise DrivestackError(
+                    f"TransformerDetectorConfig.{name} {v!r}; allowed: an integer of at least 0"
+                )
         if self.s8 and self.patch % 2:
             raise DrivestackError(
                 f"TransformerDetectorConfig.patch {self.patch} with s8 {self.s8}; a stride-8"

@@ -87,6 +87,10 @@ def test_a_stride_8_stage_keeps_the_tokens_and_feeds_the_way_back() -> None:
     assert TransformerDetector(TransformerDetectorConfig(depth=1)).s8 is None
     with pytest.raises(DrivestackError, match=r"^TransformerDetectorConfig.patch 3 with s8 32; a"):
         TransformerDetectorConfig(s8=32, patch=3)
+    with pytest.raises(DrivestackError, match=r"^TransformerDetectorConfig.s8 -8; allowed: an"):
+        TransformerDetectorConfig(s8=-8)
+    with pytest.raises(DrivestackError, match=r"^TransformerDetectorConfig.stem_blocks 1.5; all"):
+        TransformerDetectorConfig(stem_blocks=1.5)  # type: ignore[arg-type]
 
 
 def test_the_640_experiment_configs_build_those_detectors() -> None:
