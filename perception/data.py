@@ -128,11 +128,17 @@ def load_split(
     split: str,
     input_hw: tuple[int, int],
     limit: int | None = None,
+    pixels: bool = True,
 ) -> DetectionSet:
     """Read one split's images and boxes, resized to ``input_hw`` (H, W); several dataset
     folders are read one after another into one set, their images into one tensor from the
     start (joined after reading, they were held twice while copied: the train split of
-    make-default-weights' three 640×480 sets, 7.5 GB of pixels, peaked at 15.0 GB, now 7.8)."""
+    make-default-weights' three 640×480 sets, 7.5 GB of pixels, peaked at 15.0 GB, now 7.8).
+
+    ``pixels=False`` reads the boxes alone (``images`` is ``(N, 3, 0, 0)``; sizes from the
+    annotations' ``width`` and ``height``): the classifier cuts its crops from the files at their
+    own size (perception/train.py's ``context_patches``), so holding its 13,000 640×480 views
+    averaged down cost a minute and a half of decoding and 3 GB it never read."""
     dirs = data_dir if isinstance(data_dir, list) else [data_dir]
     plans = []
     for d in dirs:
@@ -145,25 +151,34 @@ def load_split(
             raise DatasetError(f"{root}: split {split!r} has no images")
         plans.append((root, coco, ids))
     h, w = input_hw
-    images = torch.empty(sum(len(ids) for _, _, ids in plans), 3, h, w, dtype=torch.uint8)
+    n = sum(len(ids) for _, _, ids in plans)
+    images = torch.empty(n, 3, *((h, w) if pixels else (0, 0)), dtype=torch.uint8)
     sets, at = [], 0
     for root, coco, ids in plans:
-        sets.append(_read_split(root, coco, ids, split, images[at : at + len(ids)]))
+        part = images[at : at + len(ids)]
+        sets.append(_read_split(root, coco, ids, split, part, input_hw))
         at += len(ids)
     return concat_sets(sets, images)
 
 
 def _read_split(
-    root: Path, coco: dict[str, Any], ids: list[int], split: str, images: Tensor
+    root: Path,
+    coco: dict[str, Any],
+    ids: list[int],
+    split: str,
+    images: Tensor,
+    input_hw: tuple[int, int],
 ) -> DetectionSet:
     """The images ``ids`` of the dataset at ``root`` (its annotations ``coco``) read into
-    ``images`` (N, 3, H, W) uint8, at its size, with their boxes."""
+    ``images`` (N, 3, H, W) uint8 at ``input_hw``, with their boxes; ``images`` of size 0 (N, 3,
+    0, 0): the boxes alone, scaled to ``input_hw`` by the annotated image size."""
     by_id = {int(im["id"]): im for im in coco["images"]}
     anns: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     for a in coco["annotations"]:
         if int(a["image_id"]) in anns:
             anns[int(a["image_id"])].append(a)
-    h, w = images.shape[-2:]
+    h, w = input_hw
+    pixels = images.shape[-1] > 0
     out = DetectionSet(
         images, [], [], [], [], [], [], [], [], ids, torch.empty(len(ids), 2), [], [], root
     )
@@ -171,12 +186,16 @@ def _read_split(
         im = by_id.get(image_id)
         if im is None:
             raise DatasetError(f"{root}: split {split!r} names image {image_id}, which is missing")
-        rgb = read_rgb(root / im["file_name"])
-        oh, ow = rgb.shape[:2]
-        if (oh, ow) != (h, w):
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         out.files.append(root / im["file_name"])
-        images[n] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        if pixels or not {"width", "height"} <= im.keys():
+            rgb = read_rgb(root / im["file_name"])
+            oh, ow = rgb.shape[:2]
+        else:
+            oh, ow = int(im["height"]), int(im["width"])
+        if pixels:
+            if (oh, ow) != (h, w):
+                rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            images[n] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
         sx, sy = ow / w, oh / h
         out.scales[n] = torch.tensor([sx, sy])
         b, lab, val, st, occ, trunc, crowd, pos = [], [], [], [], [], [], [], []

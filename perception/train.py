@@ -75,6 +75,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (smoke tests)
     train_split: str = "train"
     val_split: str | None = "val"  # None: no validation
+    val_images: int | None = None  # validate each epoch on at most this many of the split's
+    # images (detectors) or crops (stn), evenly spread over it (None: all). It changes the val/
+    # curves alone, never the weights: validation draws no random numbers and updates nothing
     limit_images: int | None = None  # use only the first N images of each split
     crop_hw: tuple[int, int] | None = None  # detectors: train on random windows this size
     scale_range: tuple[float, float] | None = None  # detectors: each batch's frames zoomed by a
@@ -126,6 +129,7 @@ class TrainConfig:
             "null or at least 1",
         )
         n("threads", self.threads is None or _int(self.threads, 1), "null or at least 1")
+        n("val_images", self.val_images is None or _int(self.val_images, 1), "null or at least 1")
         n(
             "crop_hw",
             self.crop_hw is None
@@ -407,7 +411,8 @@ def context_patches(data: DetectionSet, img_idx: Tensor, ctx: Tensor) -> Tensor:
     view) is cut at its own size, as the perceiver cuts its crops from its classifier's camera,
     so the classifier learns the sharper crops it will read there."""
     out = torch.empty(len(ctx), 3, CONTEXT_PX, CONTEXT_PX, dtype=torch.uint8)
-    native = (data.scales != 1.0).any(1)
+    # a set loaded without its pixels (``load_split(pixels=False)``) is cut from its files
+    native = (data.scales != 1.0).any(1) | (data.images.shape[-1] == 0)
     at_input = [k for k in range(len(ctx)) if not native[img_idx[k]]]
     for s in range(0, len(at_input), 256):
         sel = torch.tensor(at_input[s : s + 256], dtype=torch.long)
@@ -506,8 +511,12 @@ def _validate(
     sums: dict[str, float] = {}
     n = 0
     size = len(batches.data) if isinstance(batches, DetectorBatches) else len(batches.labels)
-    for s in range(0, size, batches.cfg.batch_size):
-        idx = torch.arange(s, min(s + batches.cfg.batch_size, size))
+    keep = torch.arange(size)
+    cap = batches.cfg.val_images
+    if cap is not None and cap < size:  # evenly spread, so each of the sets joined has its share
+        keep = torch.linspace(0, size - 1, cap).round().long()
+    for s in range(0, len(keep), batches.cfg.batch_size):
+        idx = keep[s : s + batches.cfg.batch_size]
         for k, v in batches.loss(model, idx, None, dev).items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
         n += len(idx)
@@ -561,12 +570,13 @@ def train(
     model = build_model(cfg).to(dev)
     hw = _input_hw(model)
     t0 = time.perf_counter()
-    data = load_split(data_dir, cfg.train_split, hw, cfg.limit_images)
+    pixels = cfg.model != "stn"  # the classifier cuts its crops from the files (context_patches)
+    data = load_split(data_dir, cfg.train_split, hw, cfg.limit_images, pixels)
     batches = _batches(data, cfg, model)
     val = None
     if cfg.val_split:
         try:
-            vdata = load_split(data_dir, cfg.val_split, hw, cfg.limit_images)
+            vdata = load_split(data_dir, cfg.val_split, hw, cfg.limit_images, pixels)
             val = _batches(
                 vdata, dataclasses.replace(cfg, batch_size=max(cfg.batch_size, 32)), model
             )

@@ -180,6 +180,39 @@ def test_a_run_with_a_weight_average_exports_and_resumes_it(
     assert all(torch.allclose(again[k].float(), v.float()) for k, v in exported.items())
 
 
+def test_validating_on_fewer_images_scores_an_even_spread_and_changes_no_weight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``val_images`` makes the epoch's validation cheaper (it cost the shipped Transformer a
+    sixth of its training) and nothing else: the weights are the full validation's, bit for bit."""
+    from perception.export import load_model
+
+    data = make_dataset(tmp_path / "data", n_images=30)  # 5 validation images
+    scored: list[list[int]] = []
+    real = DetectorBatches.loss
+
+    def spy(
+        self: DetectorBatches,
+        model: torch.nn.Module,
+        idx: torch.Tensor,
+        gen: torch.Generator | None,
+        dev: torch.device,
+    ) -> dict[str, torch.Tensor]:
+        if gen is None:  # a validation batch
+            scored.append(idx.tolist())
+        return real(self, model, idx, gen, dev)
+
+    monkeypatch.setattr(DetectorBatches, "loss", spy)
+    cfg = TrainConfig(batch_size=4, epochs=1, threads=1)
+    whole = load_model(train(cfg, data, tmp_path / "whole", progress=False)).state_dict()
+    assert [i for batch in scored for i in batch] == [0, 1, 2, 3, 4]
+    scored.clear()
+    cfg3 = dataclasses.replace(cfg, val_images=3)
+    few = load_model(train(cfg3, data, tmp_path / "few", progress=False)).state_dict()
+    assert [i for batch in scored for i in batch] == [0, 2, 4]  # first, middle, last
+    assert all(torch.equal(few[k], v) for k, v in whole.items())
+
+
 def test_a_checkpoint_older_than_a_config_field_resumes_while_it_is_at_its_default(
     tmp_path: Path,
 ) -> None:
@@ -222,6 +255,7 @@ def test_more_whole_frame_epochs_than_epochs_is_one_clear_error() -> None:
         ("crop_hw", (160,), "null or two integers of at least 1 (height, width)"),
         ("crop_jitter", 1.0, "0 <= it < 1"),
         ("ema_decay", 1.0, "null or a number between 0 and 1 (such as 0.999)"),
+        ("val_images", 0, "null or at least 1"),
     ],
 )
 def test_a_setting_no_run_can_use_is_refused_by_name(
@@ -318,3 +352,12 @@ def test_the_classifier_learns_crops_cut_from_a_larger_views_own_pixels(tmp_path
     assert torch.equal(pa, (direct * 255).round().to(torch.uint8))
     # the larger set's own pixels, checker and all (the checker is +-20)
     assert float((pb.float() - pa.float()).abs().mean()) > 5.0
+    # loaded without pixels (as the classifier's training loads them), the same boxes and the
+    # same patches, each cut from its file
+    for d, held in ((small, pa), (large, pb)):
+        bare = load_split(d, "all", (240, 320), pixels=False)
+        assert bare.images.shape == (len(a), 3, 0, 0) and torch.equal(
+            bare.scales, load_split(d, "all", (240, 320)).scales
+        )
+        assert torch.equal(crop_targets(bare, StnClassifierConfig(), 4.0)[1], boxes)
+        assert torch.equal(context_patches(bare, idx, boxes), held)
