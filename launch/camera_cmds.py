@@ -33,8 +33,12 @@ from sim.render.textures import LIGHT_HEAD_M, SIGN_SIZE_M
 from sim.scenario import CameraSpec, Scenario, load_scenario
 from sim.world import EmbeddedWorld, load_map
 
-# an episode's frames: (scenario, camera, seed, frames, every) -> [(frame, observation), ...]
-FrameSource = Callable[[Scenario, CameraSpec, int, int, int], list[tuple[CameraFrame, Observation]]]
+# an episode's frames: (scenario, camera, seed, frames, every, scales) -> [(frames, observation),
+# ...], each kept tick's frame from the camera at each of ``scales`` times its size, one pose
+FrameSource = Callable[
+    [Scenario, CameraSpec, int, int, int, tuple[int, ...]],
+    list[tuple[tuple[CameraFrame, ...], Observation]],
+]
 
 DEFAULT_CAMERA = {"name": "front", "width": 640, "height": 480, "fov_deg": 90.0}
 
@@ -90,18 +94,33 @@ def randomised(
     return sc, camera_spec(**(spec.model_dump() | jitter))
 
 
+def scaled(spec: CameraSpec, scale: int) -> CameraSpec:
+    """The same camera (pose, field of view) rendering ``scale`` times as many pixels a side."""
+    return spec if scale == 1 else camera_spec(**(spec.model_dump() | {
+        "width": spec.width * scale, "height": spec.height * scale
+    }))  # fmt: skip
+
+
 def drive_frames(
-    scenario: Scenario, spec: CameraSpec, seed: int, frames: int, every: int
-) -> list[tuple[CameraFrame, Observation]]:
+    scenario: Scenario,
+    spec: CameraSpec,
+    seed: int,
+    frames: int,
+    every: int,
+    scales: tuple[int, ...] = (1,),
+) -> list[tuple[tuple[CameraFrame, ...], Observation]]:
     """Drive one episode with the default stack; render every ``every``-th tick, ``frames`` times
-    at most (fewer if the episode ends first)."""
+    at most (fewer if the episode ends first), at each of ``scales`` times the camera's size:
+    one drive for all, which costs more than the rendering (the drives' 4800 frames took 106 s
+    at 320×240, 145 s at 640×480, one drive each: docs/perception.md)."""
     sc = without_sensors(scenario)
-    cam = Camera(spec, load_map(str(sc.map_path())), sc.weather)
-    out: list[tuple[CameraFrame, Observation]] = []
+    road_map = load_map(str(sc.map_path()))
+    cams = [Camera(scaled(spec, k), road_map, sc.weather) for k in scales]
+    out: list[tuple[tuple[CameraFrame, ...], Observation]] = []
 
     def keep(obs: Observation) -> None:
         if obs.frame % every == 0 and len(out) < frames:
-            out.append((cam.render(obs), obs))
+            out.append((tuple(cam.render(obs) for cam in cams), obs))
 
     world = make_world("embedded")
     try:
@@ -119,7 +138,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     spec = scenario_camera(scenario, args.width, args.height, args.fov)
     out = Path(args.out)
     _check_writable(out)
-    frames = drive_frames(scenario, spec, args.seed, args.frames, args.every)
+    frames = [
+        (f[0], obs) for f, obs in drive_frames(scenario, spec, args.seed, args.frames, args.every)
+    ]
     if not frames:
         raise DrivestackError(f"scenario '{scenario.name}' ended before its first frame")
     fps = 1.0 / (scenario.dt * args.every)
@@ -156,6 +177,7 @@ def collect_dataset(
     command: str = "",
     source: FrameSource | None = None,
     progress: bool = True,
+    twins: dict[int, Path] | None = None,
 ) -> CocoWriter:
     """Drive ``episodes`` randomised episodes of each scenario (seeds ``seed``, ``seed + 1``, ...)
     and write their frames and ``annotations.json`` under ``out``.
@@ -163,8 +185,13 @@ def collect_dataset(
     ``source`` makes an episode's frames: by default :func:`episode_frames` (the drive's own);
     launch/gallery.py's ``episode_views`` sees the same episodes from in front of signs and heads.
     ``progress=False`` draws no progress bar (sets collected side by side would share a line).
+    ``twins`` ({scale: folder}) also writes the same views, from a camera at the same pose
+    rendering ``scale`` times its size, as a dataset of their own: what collecting that folder
+    with ``scale`` times the camera writes, from one drive instead of two.
     """
-    writer = CocoWriter(out, settings or DatasetSettings())
+    twins = twins or {}
+    writers = [CocoWriter(d, settings or DatasetSettings()) for d in (out, *twins.values())]
+    scales = (1, *twins)
     make_frames = source or episode_frames
     pairs = zip(scenarios, specs, strict=True)
     plan = [(sc, spec, seed + k) for sc, spec in pairs for k in range(episodes)]
@@ -173,21 +200,29 @@ def collect_dataset(
     ) as bar:
         for e, (sc, spec, ep_seed) in enumerate(plan):
             map_name = load_map(str(sc.map_path())).name
-            for frame, obs in make_frames(sc, spec, ep_seed, frames, every):
-                writer.add(frame, sc.name, ep_seed, e, map_name, ego_positions(obs))
+            for views, obs in make_frames(sc, spec, ep_seed, frames, every, scales):
+                where = ego_positions(obs)
+                for writer, frame in zip(writers, views, strict=True):
+                    writer.add(frame, sc.name, ep_seed, e, map_name, where)
                 bar.update(1)
-    writer.finish(seed, {"command": command} if command else None)
-    return writer
+    for writer in writers:
+        writer.finish(seed, {"command": command} if command else None)
+    return writers[0]
 
 
 def episode_frames(
-    scenario: Scenario, spec: CameraSpec, seed: int, frames: int, every: int
-) -> list[tuple[CameraFrame, Observation]]:
+    scenario: Scenario,
+    spec: CameraSpec,
+    seed: int,
+    frames: int,
+    every: int,
+    scales: tuple[int, ...] = (1,),
+) -> list[tuple[tuple[CameraFrame, ...], Observation]]:
     """One episode randomised from its seed (:func:`randomised`), driven, and a frame kept every
-    ``every`` ticks, ``frames`` at most."""
+    ``every`` ticks, ``frames`` at most, at each of ``scales`` (:func:`drive_frames`)."""
     rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode())])
     sc, spec_e = randomised(scenario, spec, rng)
-    return drive_frames(sc, spec_e, seed, frames, every)
+    return drive_frames(sc, spec_e, seed, frames, every, scales)
 
 
 def ego_positions(obs: Observation) -> dict[int, tuple[float, float, float]]:

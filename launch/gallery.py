@@ -45,7 +45,7 @@ from typing import Literal
 
 import numpy as np
 
-from launch.camera_cmds import randomised
+from launch.camera_cmds import randomised, scaled
 from launch.stack import StackConfig, build_stack, make_world, run_episode
 from perception.models.stn_classifier import StnClassifierConfig
 from sim.camera import Camera
@@ -164,19 +164,22 @@ def episode_views(
     seed: int,
     views: int,
     every: int,
+    scales: tuple[int, ...] = (1,),
     subject: Subject = "signs",
-) -> list[tuple[CameraFrame, Observation]]:
+) -> list[tuple[tuple[CameraFrame, ...], Observation]]:
     """Up to ``views`` gallery views of one randomised episode, one every ``every`` ticks, each
-    with the observation it shows (the episode's, seen from the view's pose): a ``source`` for
-    ``camera_cmds.collect_dataset``. ``subject`` says what they face: signs and light heads
-    (drawn anew each view) or road users."""
+    rendered at each of ``scales`` times the camera's size and with the observation it shows
+    (the episode's, seen from the view's pose): a ``source`` for ``camera_cmds.collect_dataset``.
+    ``subject`` says what they face: signs and light heads (drawn anew each view) or road
+    users."""
     if subject not in SUBJECTS:
         raise DrivestackError(f"gallery subject {subject!r}; allowed: {', '.join(SUBJECTS)}")
     stream = 7 if subject == "signs" else 11
     rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode()), stream])
     sc, spec_e = randomised(scenario, spec, rng)
-    cam = Camera(spec_e, load_map(str(sc.map_path())), sc.weather)
-    out: list[tuple[CameraFrame, Observation]] = []
+    road_map = load_map(str(sc.map_path()))
+    cams = [Camera(scaled(spec_e, k), road_map, sc.weather) for k in scales]
+    out: list[tuple[tuple[CameraFrame, ...], Observation]] = []
 
     def view(obs: Observation) -> None:
         if obs.frame % every or len(out) >= views:
@@ -188,7 +191,7 @@ def episode_views(
             pose = road_user_pose(obs, rng)
             seen = seen_from(obs, pose) if pose is not None else None
         if seen is not None:
-            out.append((cam.render(seen), seen))
+            out.append((tuple(cam.render(seen) for cam in cams), seen))
 
     world = make_world("embedded")
     try:  # a view may be refused (inside another car): drive up to three times as long

@@ -103,10 +103,13 @@ def collect_training_data(
     progress: bool = True,
     scale: int = 1,
     every: int = 8,
+    twins: dict[int, Path] | None = None,
 ) -> Path:
     """About ``frames`` frames at the runtime camera's 320×240 (times ``scale``, the perceiver's
     ``camera_scale``) from ``episodes`` randomised episodes of each training scenario (a frame
-    every ``every`` ticks: 0.4 s by default), split train/val/test by episode."""
+    every ``every`` ticks: 0.4 s by default), split train/val/test by episode; ``twins``
+    ({scale: folder}) writes the same frames at other multiples of that size as well
+    (``camera_cmds.collect_dataset``)."""
     from launch.camera_cmds import collect_dataset
     from perception.perceiver import default_camera
     from sim.scenario import load_scenario
@@ -115,7 +118,15 @@ def collect_training_data(
     per_episode = max(1, -(-frames // (len(scenarios) * episodes)))
     specs = [default_camera(scale=scale) for _ in scenarios]
     collect_dataset(
-        scenarios, specs, out, per_episode, episodes, seed, every=every, progress=progress
+        scenarios,
+        specs,
+        out,
+        per_episode,
+        episodes,
+        seed,
+        every=every,
+        progress=progress,
+        twins=twins,
     )
     return out / "annotations.json"
 
@@ -160,12 +171,13 @@ def collect_gallery_data(
     progress: bool = True,
     scale: int = 1,
     every: int = 10,
+    twins: dict[int, Path] | None = None,
 ) -> Path:
     """Views of the training maps' signs and light heads from where a driver meets them, with
     random states, types and values, or (``subject="road-users"``) of their pedestrians and
     vehicles (launch/gallery.py): close-up and rare views a drive hardly collects, ``views`` of
     each of ``episodes`` episodes per scenario, one every ``every`` ticks at most. At 320×240
-    times ``scale``, as :func:`collect_training_data`."""
+    times ``scale`` (and ``twins``), as :func:`collect_training_data`."""
     from launch.camera_cmds import collect_dataset
     from launch.gallery import episode_views
     from perception.perceiver import default_camera
@@ -175,7 +187,16 @@ def collect_gallery_data(
     specs = [default_camera(scale=scale) for _ in scenarios]
     source = functools.partial(episode_views, subject=subject)
     collect_dataset(
-        scenarios, specs, out, views, episodes, seed, every=every, source=source, progress=progress
+        scenarios,
+        specs,
+        out,
+        views,
+        episodes,
+        seed,
+        every=every,
+        source=source,
+        progress=progress,
+        twins=twins,
     )
     return out / "annotations.json"
 
@@ -231,9 +252,12 @@ def collect_sets(
 ) -> dict[str, float]:
     """Collect the seven sets make-default-weights trains on under ``work``, ``jobs`` at a time
     (one process each), the longest first; the seconds each took, as ``collect_NAME_s``. The
-    classifier's four are rendered at :func:`read_scale` (two of them, ``data_read`` and
-    ``gallery_read``, the same views as the detectors' ``data`` and ``gallery``); ``frames`` and
-    ``episodes`` size them (:func:`set_sizes`).
+    classifier's four are rendered at :func:`read_scale`; two of them, ``data_read`` and
+    ``gallery_read``, are the same views as the detectors' ``data`` and ``gallery``, rendered
+    in the same drives (their time is in ``collect_data_s`` and ``collect_gallery_s``): a drive
+    costs more than its rendering, and one drive for both saved 6 of the 21 core-minutes the
+    collection took (docs/perception.md). ``frames`` and ``episodes`` size them
+    (:func:`set_sizes`).
 
     Each set is a function of its own seed alone, so collecting them side by side writes what
     collecting them in turn writes (annotations.json's creation time aside)."""
@@ -242,8 +266,14 @@ def collect_sets(
     drives = (frames, seed, episodes)
     gallery = (seed + 100, episodes, size["gallery"])
     g = {"every": GALLERY_EVERY}
+    twin = read_scale()
     sets: dict[str, tuple[Callable[..., Path], tuple[Any, ...], dict[str, Any]]] = {
-        # the classifier's own gallery takes longer than any other
+        # the signs' gallery at both sizes takes longer than any other
+        "gallery": (
+            collect_gallery_data,
+            (work / "gallery", *gallery),
+            {**g, "twins": {twin: work / "gallery_read"}},
+        ),
         "classifier_gallery": (
             collect_gallery_data,
             (
@@ -254,14 +284,11 @@ def collect_sets(
             ),
             k,
         ),
-        "gallery_read": (collect_gallery_data, (work / "gallery_read", *gallery), {**k, **g}),
-        "gallery": (collect_gallery_data, (work / "gallery", *gallery), g),
-        "data_read": (
+        "data": (
             collect_training_data,
-            (work / "data_read", *drives),
-            {**k, "every": DRIVE_EVERY},
+            (work / "data", *drives),
+            {"every": DRIVE_EVERY, "twins": {twin: work / "data_read"}},
         ),
-        "data": (collect_training_data, (work / "data", *drives), {"every": DRIVE_EVERY}),
         "road_users": (
             collect_gallery_data,
             (work / "road_users", seed + 150, episodes, size["road_users"], "road-users"),

@@ -153,15 +153,17 @@ def test_make_default_weights_runs_end_to_end_on_a_tiny_budget(tmp_path: Path) -
     assert episodes("classifier_gallery") == CLASSIFIER_GALLERY_EPISODES
     data = json.loads((work / "data" / "annotations.json").read_text())
     assert len(data["images"]) == 40 and all(data["splits"][s] for s in ("train", "val", "test"))
-    sets = ("classifier_gallery", "gallery_read", "gallery", "data_read", "data", "road_users")
-    assert all(manifest["timings_s"][f"collect_{s}_s"] > 0 for s in (*sets, "signs_lights"))
-    # collected side by side, in processes of their own, a set is what collecting it alone writes
+    sets = ("classifier_gallery", "gallery", "data", "road_users", "signs_lights")
+    assert all(manifest["timings_s"][f"collect_{s}_s"] > 0 for s in sets)
+    # collected side by side, in processes of their own, a set is what collecting it alone
+    # writes; data_read, rendered in data's drives, is what a drive of its own at scale 2 writes
     serial = tmp_path / "serial"
     collect_training_data(serial / "data", 40, 0, 1, every=DRIVE_EVERY)
+    collect_training_data(serial / "data_read", 40, 0, 1, every=DRIVE_EVERY, scale=2)
     collect_classifier_data(
         serial / "signs_lights", 50, EPISODES, set_sizes(40, 1)["signs_lights"], scale=2
     )
-    for name in ("data", "signs_lights"):
+    for name in ("data", "data_read", "signs_lights"):
         alone, beside = serial / name, work / name
         files = sorted(p.relative_to(alone) for p in (alone / "images").iterdir())
         assert files and files == sorted(
@@ -198,3 +200,14 @@ def test_a_set_collected_at_scale_2_is_the_same_views_at_twice_the_size(tmp_path
         assert {(im["width"], im["height"]) for im in small["images"]} == {(320, 240)}
         assert {(im["width"], im["height"]) for im in large["images"]} == {(640, 480)}
         assert small["splits"] == large["splits"]
+    # the 640×480 views rendered in the 320×240 set's own drives (``twins``) are those a drive of
+    # their own writes, every byte (the annotations but for the time of writing)
+    one = tmp_path / "one_drive"
+    collect_gallery_data(one / "small", 7, 1, 1, progress=False, twins={2: one / "large"})
+    for k, name in ((1, "small"), (2, "large")):
+        alone, twin = tmp_path / f"collect_gallery_data{k}", one / name
+        files = sorted(p.relative_to(alone) for p in (alone / "images").iterdir())
+        assert files and files == sorted(p.relative_to(twin) for p in (twin / "images").iterdir())
+        assert all((alone / f).read_bytes() == (twin / f).read_bytes() for f in files)
+        a, b = (json.loads((d / "annotations.json").read_text()) for d in (alone, twin))
+        assert {**a, "info": None} == {**b, "info": None}

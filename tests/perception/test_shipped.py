@@ -90,9 +90,7 @@ def _unseen_sign_view() -> tuple[CameraFrame, CameraFrame]:
     """The twelfth gallery view of town_small_tour seed 600 (the unseen map's gallery set of
     docs/perception.md) at 320×240 and at 640×480."""
     scenario = load_scenario("town_small_tour")
-    small, large = (
-        episode_views(scenario, default_camera(scale=k), 600, 12, 10)[11][0] for k in (1, 2)
-    )
+    small, large = episode_views(scenario, default_camera(), 600, 12, 10, (1, 2))[11][0]
     return small, large
 
 
