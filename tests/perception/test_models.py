@@ -115,48 +115,48 @@ def test_the_640_experiment_configs_build_those_detectors() -> None:
 
 
 def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() -> None:
-    """cnn_ema.yaml is the shipped cnn.yaml with the weights' average exported; cnn_hires.yaml
-    also widens strides 4 and 8 and gives stride 4 a residual block."""
+    """The shipped cnn.yaml has 24 channels and a residual block at stride 4 and 48 channels at
+    stride 8, its weights' average exported; the CNN shipped before it had the network's
+    defaults. cnn_ema.yaml is that one with the average, cnn_s4block.yaml with the block too:
+    each is cnn.yaml but for its model_config (and ``val_images``, which changes no weight)."""
     from perception.train import build_model, load_train_config
 
     shipped = load_train_config("cnn")
-    ema = load_train_config("perception/configs/experiments/cnn_ema.yaml")
-    assert shipped.ema_decay is None and ema.ema_decay == 0.999
-    assert dataclasses.replace(ema, ema_decay=None) == shipped
-    hires = load_train_config("perception/configs/experiments/cnn_hires.yaml")
-    assert dataclasses.replace(hires, model_config={}) == ema
-    net = build_model(hires)
+    assert shipped.ema_decay == 0.999
+    net = build_model(shipped)
     assert isinstance(net, CnnDetector)
     assert (
         dataclasses.replace(net.cfg, widths=(16, 32, 64), blocks=(0, 1, 2)) == CnnDetectorConfig()
     )
     assert net(torch.rand(1, 3, 240, 320))["heatmap"].shape == (1, 6, 60, 80)
-    block = load_train_config("perception/configs/experiments/cnn_s4block.yaml")
-    assert block.model_config == {"blocks": [1, 1, 2]}
-    assert dataclasses.replace(block, model_config={}) == ema
+    for name, model_config in (("cnn_ema", {}), ("cnn_s4block", {"blocks": [1, 1, 2]})):
+        cfg = load_train_config(f"perception/configs/experiments/{name}.yaml")
+        assert cfg.model_config == model_config
+        mc, val = shipped.model_config, shipped.val_images
+        assert dataclasses.replace(cfg, model_config=mc, val_images=val) == shipped
 
 
 @pytest.mark.parametrize(
     ("name", "model_config"),
-    [
-        ("transformer_s4block", {"stem_blocks": 1}),
-        ("transformer_s8", {"s8": 48}),
-        ("transformer_s8_hires", {"s8": 48, "stem_blocks": 1}),
-    ],
+    [("transformer_s4block", {"stem_blocks": 1}), ("transformer_s8", {"s8": 48})],
 )
 def test_the_320_transformer_experiments_are_the_shipped_one_with_what_they_say(
     name: str, model_config: dict[str, int]
 ) -> None:
-    """Each is transformer.yaml with its model_config and the weights' average exported."""
+    """The shipped transformer.yaml has a residual block at stride 4 and a stride-8 stage; each
+    experiment has one of the two: transformer.yaml but for its model_config (and
+    ``val_images``, which changes no weight)."""
     from perception.train import build_model, load_train_config
 
-    cfg = load_train_config(f"perception/configs/experiments/{name}.yaml")
-    assert cfg.model_config == model_config and cfg.ema_decay == 0.999
     shipped = load_train_config("transformer")
-    assert dataclasses.replace(cfg, model_config={}, ema_decay=None) == shipped
-    net = build_model(cfg)
+    assert shipped.model_config == {"s8": 48, "stem_blocks": 1} and shipped.ema_decay == 0.999
+    net = build_model(shipped)
     assert isinstance(net, TransformerDetector)
     assert dataclasses.replace(net.cfg, stem_blocks=0, s8=0) == TransformerDetectorConfig()
+    cfg = load_train_config(f"perception/configs/experiments/{name}.yaml")
+    assert cfg.model_config == model_config
+    mc, val = shipped.model_config, shipped.val_images
+    assert dataclasses.replace(cfg, model_config=mc, val_images=val) == shipped
 
 
 def test_a_transformer_window_takes_the_position_embeddings_of_its_cells() -> None:
