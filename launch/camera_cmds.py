@@ -33,12 +33,11 @@ from sim.render.textures import LIGHT_HEAD_M, SIGN_SIZE_M
 from sim.scenario import CameraSpec, Scenario, load_scenario
 from sim.world import EmbeddedWorld, load_map
 
-# an episode's frames: (scenario, camera, seed, frames, every, scales) -> [(frames, observation),
-# ...], each kept tick's frame from the camera at each of ``scales`` times its size, one pose
-FrameSource = Callable[
-    [Scenario, CameraSpec, int, int, int, tuple[int, ...]],
-    list[tuple[tuple[CameraFrame, ...], Observation]],
-]
+# an episode's kept ticks: each one's frames from the camera at each of the asked ``scales``
+# times its size (one pose) and the observation they show
+EpisodeFrames = list[tuple[tuple[CameraFrame, ...], Observation]]
+# (scenario, camera, seed, frames, every, scales) -> its frames
+FrameSource = Callable[[Scenario, CameraSpec, int, int, int, tuple[int, ...]], EpisodeFrames]
 
 DEFAULT_CAMERA = {"name": "front", "width": 640, "height": 480, "fov_deg": 90.0}
 
@@ -108,7 +107,7 @@ def drive_frames(
     frames: int,
     every: int,
     scales: tuple[int, ...] = (1,),
-) -> list[tuple[tuple[CameraFrame, ...], Observation]]:
+) -> EpisodeFrames:
     """Drive one episode with the default stack; render every ``every``-th tick, ``frames`` times
     at most (fewer if the episode ends first), at each of ``scales`` times the camera's size:
     one drive for all, which costs more than the rendering (the drives' 4800 frames took 106 s
@@ -116,7 +115,7 @@ def drive_frames(
     sc = without_sensors(scenario)
     road_map = load_map(str(sc.map_path()))
     cams = [Camera(scaled(spec, k), road_map, sc.weather) for k in scales]
-    out: list[tuple[tuple[CameraFrame, ...], Observation]] = []
+    out: EpisodeFrames = []
 
     def keep(obs: Observation) -> None:
         if obs.frame % every == 0 and len(out) < frames:
@@ -217,7 +216,7 @@ def episode_frames(
     frames: int,
     every: int,
     scales: tuple[int, ...] = (1,),
-) -> list[tuple[tuple[CameraFrame, ...], Observation]]:
+) -> EpisodeFrames:
     """One episode randomised from its seed (:func:`randomised`), driven, and a frame kept every
     ``every`` ticks, ``frames`` at most, at each of ``scales`` (:func:`drive_frames`)."""
     rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode())])

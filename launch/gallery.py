@@ -45,14 +45,13 @@ from typing import Literal
 
 import numpy as np
 
-from launch.camera_cmds import randomised, scaled
+from launch.camera_cmds import EpisodeFrames, randomised, scaled
 from launch.stack import StackConfig, build_stack, make_world, run_episode
 from perception.models.stn_classifier import StnClassifierConfig
 from sim.camera import Camera
 from sim.errors import DrivestackError
 from sim.messages import (
     ActorKind,
-    CameraFrame,
     LightState,
     Observation,
     SignType,
@@ -166,7 +165,7 @@ def episode_views(
     every: int,
     scales: tuple[int, ...] = (1,),
     subject: Subject = "signs",
-) -> list[tuple[tuple[CameraFrame, ...], Observation]]:
+) -> EpisodeFrames:
     """Up to ``views`` gallery views of one randomised episode, one every ``every`` ticks, each
     rendered at each of ``scales`` times the camera's size and with the observation it shows
     (the episode's, seen from the view's pose): a ``source`` for ``camera_cmds.collect_dataset``.
@@ -179,7 +178,7 @@ def episode_views(
     sc, spec_e = randomised(scenario, spec, rng)
     road_map = load_map(str(sc.map_path()))
     cams = [Camera(scaled(spec_e, k), road_map, sc.weather) for k in scales]
-    out: list[tuple[tuple[CameraFrame, ...], Observation]] = []
+    out: EpisodeFrames = []
 
     def view(obs: Observation) -> None:
         if obs.frame % every or len(out) >= views:
