@@ -95,9 +95,10 @@ def randomised(
 
 def scaled(spec: CameraSpec, scale: int) -> CameraSpec:
     """The same camera (pose, field of view) rendering ``scale`` times as many pixels a side."""
-    return spec if scale == 1 else camera_spec(**(spec.model_dump() | {
-        "width": spec.width * scale, "height": spec.height * scale
-    }))  # fmt: skip
+    if scale == 1:
+        return spec
+    size = {"width": spec.width * scale, "height": spec.height * scale}
+    return camera_spec(**(spec.model_dump() | size))
 
 
 def drive_frames(

@@ -254,10 +254,9 @@ def collect_sets(
     (one process each), the longest first; the seconds each took, as ``collect_NAME_s``. The
     classifier's four are rendered at :func:`read_scale`; two of them, ``data_read`` and
     ``gallery_read``, are the same views as the detectors' ``data`` and ``gallery``, rendered
-    in the same drives (their time is in ``collect_data_s`` and ``collect_gallery_s``): a drive
-    costs more than its rendering, and one drive for both saved 6 of the 21 core-minutes the
-    collection took (docs/perception.md). ``frames`` and ``episodes`` size them
-    (:func:`set_sizes`).
+    in the same drives (their time is in ``collect_data_s`` and ``collect_gallery_s``), since a
+    drive costs more than its rendering (docs/perception.md, "The detectors with capacity where
+    the heads read, shipped"). ``frames`` and ``episodes`` size them (:func:`set_sizes`).
 
     Each set is a function of its own seed alone, so collecting them side by side writes what
     collecting them in turn writes (annotations.json's creation time aside)."""
