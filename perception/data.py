@@ -89,6 +89,11 @@ class DetectionSet:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    @property
+    def holds_pixels(self) -> bool:
+        """False for a set read with ``load_split(pixels=False)``: its boxes alone."""
+        return self.images.shape[-1] > 0
+
 
 def read_annotations(data_dir: str | Path) -> dict[str, Any]:
     path = Path(data_dir) / "annotations.json"
@@ -178,10 +183,10 @@ def _read_split(
         if int(a["image_id"]) in anns:
             anns[int(a["image_id"])].append(a)
     h, w = input_hw
-    pixels = images.shape[-1] > 0
     out = DetectionSet(
         images, [], [], [], [], [], [], [], [], ids, torch.empty(len(ids), 2), [], [], root
     )
+    pixels = out.holds_pixels
     for n, image_id in enumerate(ids):
         im = by_id.get(image_id)
         if im is None:

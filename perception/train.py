@@ -412,7 +412,7 @@ def context_patches(data: DetectionSet, img_idx: Tensor, ctx: Tensor) -> Tensor:
     so the classifier learns the sharper crops it will read there."""
     out = torch.empty(len(ctx), 3, CONTEXT_PX, CONTEXT_PX, dtype=torch.uint8)
     # a set loaded without its pixels (``load_split(pixels=False)``) is cut from its files
-    native = (data.scales != 1.0).any(1) | (data.images.shape[-1] == 0)
+    native = (data.scales != 1.0).any(1) | (not data.holds_pixels)
     at_input = [k for k in range(len(ctx)) if not native[img_idx[k]]]
     for s in range(0, len(at_input), 256):
         sel = torch.tensor(at_input[s : s + 256], dtype=torch.long)
