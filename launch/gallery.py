@@ -180,17 +180,17 @@ def episode_views(
     cams = [Camera(scaled(spec_e, k), road_map, sc.weather) for k in scales]
     out: EpisodeFrames = []
 
-    def view(obs: Observation) -> None:
-        if obs.frame % every or len(out) >= views:
-            return
-        if subject == "signs":
-            pose = view_pose(obs, rng)
-            seen = gallery_observation(obs, pose, rng) if pose is not None else None
-        else:
-            pose = road_user_pose(obs, rng)
-            seen = seen_from(obs, pose) if pose is not None else None
-        if seen is not None:
-            out.append((tuple(cam.render(seen) for cam in cams), seen))
+    def view(obs: Observation) -> bool:
+        if obs.frame % every == 0:
+            if subject == "signs":
+                pose = view_pose(obs, rng)
+                seen = gallery_observation(obs, pose, rng) if pose is not None else None
+            else:
+                pose = road_user_pose(obs, rng)
+                seen = seen_from(obs, pose) if pose is not None else None
+            if seen is not None:
+                out.append((tuple(cam.render(seen) for cam in cams), seen))
+        return len(out) >= views  # the drive ends with its last view
 
     world = make_world("embedded")
     try:  # a view may be refused (inside another car): drive up to three times as long

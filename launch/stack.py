@@ -203,9 +203,11 @@ def run_episode(
     scenario: Scenario,
     seed: int,
     max_steps: int | None = None,
-    on_step: Callable[[Observation], None] | None = None,
+    on_step: Callable[[Observation], bool | None] | None = None,
 ) -> EpisodeRun:
-    """Run one episode to its end (or ``max_steps``) and score it."""
+    """Run one episode to its end (or ``max_steps``) and score it. ``on_step`` sees each new
+    observation; returning True ends the episode there (a collector with all the frames it
+    wants), which, like ``max_steps``, counts as stopped early."""
     start = time.perf_counter()
     stack.reset()
     obs = world.reset(with_camera(scenario, stack.perceiver), seed)
@@ -219,8 +221,8 @@ def run_episode(
         obs = world.step(control)
         world_time += time.perf_counter() - t0
         steps += 1
-        if on_step is not None:
-            on_step(obs)
+        if on_step is not None and on_step(obs):
+            break
     return EpisodeRun(
         world.result(), time.perf_counter() - start, world_time, stopped_early=not world.done
     )

@@ -6,17 +6,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from launch import gallery
 from launch.cli import main
-from launch.gallery import episode_views, gallery_observation, road_user_pose, view_pose
+from launch.gallery import (
+    Subject,
+    episode_views,
+    gallery_observation,
+    road_user_pose,
+    view_pose,
+)
+from launch.stack import EpisodeRun, Stack, run_episode
 from perception.models.stn_classifier import StnClassifierConfig
+from sim.backend import World
 from sim.errors import DrivestackError
 from sim.messages import ActorKind, DetectionClass, LightState, Observation, SignGT, SignType
-from sim.scenario import CameraSpec, load_scenario
+from sim.scenario import CameraSpec, Scenario, load_scenario
 from sim.world import EmbeddedWorld
 
 FRONT_M = 4.8 - 0.95  # front bumper ahead of the rear axle
@@ -91,6 +101,33 @@ def test_collect_gallery_writes_a_dataset_of_close_heads_and_signs(tmp_path: Pat
     assert {im["split"] for im in data["images"]} <= {"train", "val", "test"}
     kinds = {a["category_id"] for a in data["annotations"]}
     assert kinds & {int(DetectionClass.TRAFFIC_LIGHT), int(DetectionClass.SPEED_LIMIT_SIGN)}
+
+
+@pytest.mark.parametrize("subject", ["signs", "road-users"])
+def test_a_gallery_drive_ends_with_its_last_view(
+    subject: Subject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks: list[int] = []
+
+    def counted(
+        world: World,
+        stack: Stack,
+        sc: Scenario,
+        seed: int,
+        max_steps: int,
+        on_step: Callable[[Observation], bool | None],
+    ) -> EpisodeRun:
+        def step(obs: Observation) -> bool | None:
+            ticks.append(obs.frame)
+            return on_step(obs)
+
+        return run_episode(world, stack, sc, seed, max_steps, step)
+
+    monkeypatch.setattr(gallery, "run_episode", counted)
+    spec = CameraSpec(name="front", width=160, height=120, fov_deg=90.0)
+    views = episode_views(load_scenario("red_lights"), spec, 0, 3, 10, subject=subject)
+    assert len(views) == 3
+    assert ticks[-1] == views[-1][1].frame  # not the 3 × 3 × 10 ticks it may drive at most
 
 
 def test_road_user_views_face_a_pedestrian_or_vehicle_from_the_egos_side() -> None:

@@ -77,6 +77,19 @@ def test_same_seed_same_episode_bit_for_bit() -> None:
     assert c.result.trajectory_sha256 != a.result.trajectory_sha256
 
 
+def test_a_step_callback_that_returns_true_ends_the_episode_there() -> None:
+    seen: list[int] = []
+
+    def on_step(obs: Observation) -> bool:
+        seen.append(obs.frame)
+        return len(seen) == 5
+
+    scenario = load_scenario("town_loop")
+    run = run_episode(EmbeddedWorld(), build_stack(StackConfig()), scenario, 7, 600, on_step)
+    assert seen == [1, 2, 3, 4, 5]
+    assert run.stopped_early
+
+
 def test_traffic_never_collides_with_itself() -> None:
     world = EmbeddedWorld()
     scenario = _scenario(
