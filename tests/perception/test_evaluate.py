@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from perception import evaluate as evaluate_module
+from perception import perceiver as perceiver_module
 from perception.data import DatasetError, DetectionSet
 from perception.evaluate import (
     EvalSettings,
@@ -23,7 +25,7 @@ from perception.evaluate import (
     evaluate,
     ranked_parts,
 )
-from perception.models.stn_classifier import StnClassifier, StnClassifierConfig
+from perception.models.stn_classifier import StnClassifier, StnClassifierConfig, crop_boxes
 from perception.perceiver import WEIGHTS_DIR, FrameDetection, PerceiverSettings, object_parts
 from sim.messages import DetectionClass, LightState
 from tests.perception.synthetic import make_dataset
@@ -302,7 +304,9 @@ def test_a_set_at_twice_the_detectors_size_is_scored_in_its_own_pixels(tmp_path:
         assert b[group]["instances"] == a[group]["instances"]
 
 
-def test_a_second_set_of_the_views_gives_the_classifier_its_crops(tmp_path: Path) -> None:
+def test_a_second_set_of_the_views_gives_the_classifier_its_crops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # --read-data: the detector boxes the 320×240 set, the classifier reads the 640×480 set's
     # images of the same views. The detector's COCO figures are the small set's, and the
     # readings (and the signs' types in the reported boxes' COCO) those the perceiver makes of
@@ -311,15 +315,23 @@ def test_a_second_set_of_the_views_gives_the_classifier_its_crops(tmp_path: Path
     large = _twice_as_large(small, tmp_path / "large")
     settings = EvalSettings(split="all", latency_frames=1)
     det, clf = WEIGHTS_DIR / "cnn.safetensors", WEIGHTS_DIR / "stn.safetensors"
-    a, b = (evaluate(det, clf, d, settings) for d in (small, large))
+    cut_from: list[tuple[int, int]] = []  # (rows, columns) of each image crops are cut from
+
+    def crops(images: torch.Tensor, *args: Any) -> torch.Tensor:
+        cut_from.append((images.shape[-2], images.shape[-1]))
+        return crop_boxes(images, *args)
+
+    for module in (evaluate_module, perceiver_module):  # true boxes, and the detector's
+        monkeypatch.setattr(module, "crop_boxes", crops)
+    a = evaluate(det, clf, small, settings)
+    assert cut_from and set(cut_from) == {(240, 320)}
+    cut_from.clear()
     r = evaluate(det, clf, small, settings, read_dir=large)
+    assert cut_from and set(cut_from) == {(480, 640)}
+    b = evaluate(det, clf, large, settings)
     assert r["read_data"] == str(large) and a["read_data"] is None
     assert r["coco_detector"] == a["coco_detector"] and r["found"] == a["found"]
     assert r["position_error_m"] == a["position_error_m"]
-    # the classifier reads the two sets' crops differently (on these views, with the shipped
-    # detector's boxes: seed 2's, the views here before 2026-12-07, read the same at both sizes
-    # with the CNN shipped since)
-    assert (a["signs"], a["confusion"]) != (b["signs"], b["confusion"])
     for group in ("signs", "lights"):
         assert r[group] == b[group], group
     assert r["confusion"] == b["confusion"]
