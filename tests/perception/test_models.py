@@ -137,26 +137,32 @@ def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() ->
 
 
 @pytest.mark.parametrize(
-    ("name", "model_config"),
-    [("transformer_s4block", {"stem_blocks": 1}), ("transformer_s8", {"s8": 48})],
+    ("name", "model_config", "lr"),
+    [
+        ("transformer_s4block", {"stem_blocks": 1}, 0.001),
+        ("transformer_s8", {"s8": 48}, 0.001),
+        ("transformer_lr3", {"s8": 48, "stem_blocks": 1}, 0.003),
+    ],
 )
 def test_the_320_transformer_experiments_are_the_shipped_one_with_what_they_say(
-    name: str, model_config: dict[str, int]
+    name: str, model_config: dict[str, int], lr: float
 ) -> None:
-    """The shipped transformer.yaml has a residual block at stride 4 and a stride-8 stage; each
-    experiment has one of the two: transformer.yaml but for its model_config (and
-    ``val_images``, which changes no weight)."""
+    """The shipped transformer.yaml has a residual block at stride 4 and a stride-8 stage, at a
+    peak learning rate of 0.002; each experiment is transformer.yaml but for its model_config
+    and learning rate (and ``val_images``, which changes no weight): the first two have one of
+    the two options at the 0.001 of their day, the last both at 0.003."""
     from perception.train import build_model, load_train_config
 
     shipped = load_train_config("transformer")
     assert shipped.model_config == {"s8": 48, "stem_blocks": 1} and shipped.ema_decay == 0.999
+    assert shipped.lr == 0.002
     net = build_model(shipped)
     assert isinstance(net, TransformerDetector)
     assert dataclasses.replace(net.cfg, stem_blocks=0, s8=0) == TransformerDetectorConfig()
     cfg = load_train_config(f"perception/configs/experiments/{name}.yaml")
-    assert cfg.model_config == model_config
+    assert cfg.model_config == model_config and cfg.lr == lr
     mc, val = shipped.model_config, shipped.val_images
-    assert dataclasses.replace(cfg, model_config=mc, val_images=val) == shipped
+    assert dataclasses.replace(cfg, model_config=mc, val_images=val, lr=shipped.lr) == shipped
 
 
 def test_a_transformer_window_takes_the_position_embeddings_of_its_cells() -> None:
