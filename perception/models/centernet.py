@@ -169,8 +169,10 @@ def focal_loss(
     ignore: Tensor | None = None,
     alpha: float = 2.0,
     beta: float = 4.0,
+    class_weight: Tensor | None = None,
 ) -> Tensor:
-    """CenterNet's penalty-reduced pixel-wise focal loss, normalised by the number of centres."""
+    """CenterNet's penalty-reduced pixel-wise focal loss, normalised by the number of centres;
+    ``class_weight`` ``(C,)`` scales each class's map (its centres and its background)."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     pos = target.eq(1.0).float()
     neg = 1.0 - pos
@@ -179,6 +181,9 @@ def focal_loss(
     pos_loss = torch.log(p) * (1 - p) ** alpha * pos
     neg_loss = torch.log(1 - p) * p**alpha * (1 - target) ** beta * neg
     n = pos.sum().clamp(min=1.0)
+    if class_weight is not None:
+        w = class_weight.view(1, -1, 1, 1)
+        return -((pos_loss + neg_loss) * w).sum() / n
     return -(pos_loss.sum() + neg_loss.sum()) / n
 
 
@@ -237,9 +242,11 @@ def centernet_loss(
     size_weight: float = 0.1,
     offset_weight: float = 1.0,
     giou_weight: float = 0.0,
+    class_weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Named loss terms and their weighted sum ``total``."""
-    hm = focal_loss(pred["heatmap"], t.heatmap, t.ignore)
+    """Named loss terms and their weighted sum ``total``; ``class_weight`` ``(C,)`` weighs each
+    class's heatmap (:func:`focal_loss`)."""
+    hm = focal_loss(pred["heatmap"], t.heatmap, t.ignore, class_weight=class_weight)
     n = t.mask.sum().clamp(min=1.0)
     m = t.mask[..., None]
     size = (F.l1_loss(_gather(pred["size"], t.index), t.size, reduction="none") * m).sum() / n

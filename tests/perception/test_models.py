@@ -137,6 +137,28 @@ def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() ->
 
 
 @pytest.mark.parametrize(
+    ("name", "fields"),
+    [
+        ("cnn_rfs", {"repeat_factor": 0.3}),
+        ("cnn_peds3", {"class_weight": {"pedestrian": 3.0}}),
+        ("cnn_peds6", {"class_weight": {"pedestrian": 6.0}}),
+        ("cnn_rfs_peds3", {"repeat_factor": 0.3, "class_weight": {"pedestrian": 3.0}}),
+    ],
+)
+def test_the_pedestrian_experiments_are_the_shipped_cnn_with_their_fields(
+    name: str, fields: dict[str, object]
+) -> None:
+    """Rare classes drawn more often, pedestrians weighed more: each is cnn.yaml plus the
+    fields that say so (docs/perception.md, "Pedestrians drawn more often, or weighed more")."""
+    from perception.train import load_train_config
+
+    shipped = load_train_config("cnn")
+    assert shipped.repeat_factor is None and shipped.class_weight == {}
+    cfg = load_train_config(f"perception/configs/experiments/{name}.yaml")
+    assert cfg == dataclasses.replace(shipped, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
     ("name", "model_config", "lr"),
     [
         ("transformer_s4block", {"stem_blocks": 1}, 0.001),

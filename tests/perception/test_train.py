@@ -17,6 +17,7 @@ from perception.models.transformer_detector import (
     TransformerDetectorConfig,
 )
 from perception.train import (
+    CLASS_NAMES,
     DetectorBatches,
     TrainConfig,
     WeightAverage,
@@ -256,6 +257,20 @@ def test_more_whole_frame_epochs_than_epochs_is_one_clear_error() -> None:
         ("crop_jitter", 1.0, "0 <= it < 1"),
         ("ema_decay", 1.0, "null or a number between 0 and 1 (such as 0.999)"),
         ("val_images", 0, "null or at least 1"),
+        ("repeat_factor", 0.0, "null or a share of the images over 0 and at most 1 (LVIS: 0.001)"),
+        ("repeat_factor", 1.5, "null or a share of the images over 0 and at most 1 (LVIS: 0.001)"),
+        (
+            "class_weight",
+            {"cyclist": 2.0},
+            "a mapping of class names ['vehicle', 'pedestrian', 'traffic_light', "
+            "'speed_limit_sign', 'stop_sign', 'yield_sign'] to numbers over 0",
+        ),
+        (
+            "class_weight",
+            {"pedestrian": 0},
+            "a mapping of class names ['vehicle', 'pedestrian', 'traffic_light', "
+            "'speed_limit_sign', 'stop_sign', 'yield_sign'] to numbers over 0",
+        ),
     ],
 )
 def test_a_setting_no_run_can_use_is_refused_by_name(
@@ -361,3 +376,51 @@ def test_the_classifier_learns_crops_cut_from_a_larger_views_own_pixels(tmp_path
         )
         assert torch.equal(crop_targets(bare, StnClassifierConfig(), 4.0)[1], boxes)
         assert torch.equal(context_patches(bare, idx, boxes), held)
+
+
+def test_repeat_factors_by_hand_and_an_epoch_draws_rare_images_that_much_more_often() -> None:
+    """LVIS's rule: four images, a pedestrian in one (f = 1/4); at t = 1 it is drawn sqrt(4) = 2
+    times as often as each of the others, and every epoch keeps its length."""
+    data = _set(4, (240, 320))
+    data.labels = [
+        torch.tensor([0, 0]),
+        torch.tensor([0, 0]),
+        torch.tensor([0, 1]),
+        torch.tensor([0, 0]),
+    ]
+    plain = DetectorBatches(data, TrainConfig(batch_size=1), stride=4)
+    assert torch.equal(plain.repeat_factors(), torch.ones(4))
+    batches = DetectorBatches(data, TrainConfig(batch_size=1, repeat_factor=1.0), stride=4)
+    assert torch.equal(batches.repeat_factors(), torch.tensor([1.0, 1.0, 2.0, 1.0]))
+    half = DetectorBatches(data, TrainConfig(batch_size=1, repeat_factor=0.5), stride=4)
+    assert torch.allclose(half.repeat_factors(), torch.tensor([1.0, 1.0, 2**0.5, 1.0]))
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.zeros(4)
+    for _ in range(2000):
+        idx = torch.cat(list(batches.epoch(gen)))
+        assert len(idx) == 4
+        drawn += torch.bincount(idx, minlength=4)
+    assert drawn[2] / drawn[[0, 1, 3]].mean() == pytest.approx(2.0, rel=0.05)
+
+
+def test_a_class_weight_scales_that_class_heatmap_loss_alone() -> None:
+    torch.manual_seed(0)
+    model = CnnDetector(CnnDetectorConfig()).eval()
+    data = _set(2, (240, 320))  # a vehicle and a pedestrian in each image
+    idx, cpu = torch.tensor([0, 1]), torch.device("cpu")
+    with torch.no_grad():
+        base = DetectorBatches(data, TrainConfig(batch_size=2), stride=4).loss(
+            model, idx, None, cpu
+        )
+        ones = TrainConfig(batch_size=2, class_weight=dict.fromkeys(CLASS_NAMES, 1.0))
+        same = DetectorBatches(data, ones, stride=4).loss(model, idx, None, cpu)
+        peds = TrainConfig(batch_size=2, class_weight={"pedestrian": 3.0})
+        more = DetectorBatches(data, peds, stride=4).loss(model, idx, None, cpu)
+        none = TrainConfig(batch_size=2, class_weight={"pedestrian": 1e-9})
+        less = DetectorBatches(data, none, stride=4).loss(model, idx, None, cpu)
+    assert torch.allclose(same["heatmap"], base["heatmap"])
+    # heatmap = vehicles' and others' part + the pedestrians' part: weighing the latter 3 and ~0
+    ped = base["heatmap"] - less["heatmap"]
+    assert ped > 0 and torch.allclose(more["heatmap"], base["heatmap"] + 2 * ped, rtol=1e-5)
+    for term in ("size", "offset", "giou"):
+        assert torch.equal(more[term], base[term])
