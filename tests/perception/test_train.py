@@ -1,5 +1,5 @@
 """Detector training batches: mirrored and zoomed frames keep their boxes; crowds are background;
-the last epochs can be on whole frames."""
+the last epochs can be on whole frames; rare classes can be drawn more often or weighed more."""
 
 from __future__ import annotations
 
