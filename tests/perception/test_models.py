@@ -118,7 +118,8 @@ def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() ->
     """The shipped cnn.yaml has 24 channels and a residual block at stride 4 and 48 channels at
     stride 8, its weights' average exported; the CNN shipped before it had the network's
     defaults. cnn_ema.yaml is that one with the average, cnn_s4block.yaml with the block too:
-    each is cnn.yaml but for its model_config (and ``val_images``, which changes no weight)."""
+    each is cnn.yaml but for its model_config (and ``val_images``, which changes no weight, and
+    the pedestrians' ``class_weight``, which cnn.yaml took after them)."""
     from perception.train import build_model, load_train_config
 
     shipped = load_train_config("cnn")
@@ -132,15 +133,15 @@ def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() ->
     for name, model_config in (("cnn_ema", {}), ("cnn_s4block", {"blocks": [1, 1, 2]})):
         cfg = load_train_config(f"perception/configs/experiments/{name}.yaml")
         assert cfg.model_config == model_config
-        mc, val = shipped.model_config, shipped.val_images
-        assert dataclasses.replace(cfg, model_config=mc, val_images=val) == shipped
+        mc, val, cw = shipped.model_config, shipped.val_images, shipped.class_weight
+        assert dataclasses.replace(cfg, model_config=mc, val_images=val, class_weight=cw) == shipped
 
 
 @pytest.mark.parametrize(
     ("name", "fields"),
     [
         ("cnn_rfs", {"repeat_factor": 0.3}),
-        ("cnn_peds3", {"class_weight": {"pedestrian": 3.0}}),
+        ("cnn_peds4", {"class_weight": {"pedestrian": 4.0}}),
         ("cnn_peds6", {"class_weight": {"pedestrian": 6.0}}),
         ("cnn_rfs_peds3", {"repeat_factor": 0.3, "class_weight": {"pedestrian": 3.0}}),
     ],
@@ -148,14 +149,17 @@ def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() ->
 def test_the_pedestrian_experiments_are_the_shipped_cnn_with_their_fields(
     name: str, fields: dict[str, object]
 ) -> None:
-    """Rare classes drawn more often, pedestrians weighed more: each is cnn.yaml plus the
-    fields that say so (docs/perception.md, "Pedestrians drawn more often, or weighed more")."""
+    """Rare classes drawn more often, pedestrians weighed more: each is the CNN shipped until
+    2026-12-07, 20:50 UTC (cnn.yaml without its pedestrians' weight, which was the experiment
+    cnn_peds3.yaml) plus the fields that say so (docs/perception.md, "Pedestrians drawn more
+    often, or weighed more")."""
     from perception.train import load_train_config
 
     shipped = load_train_config("cnn")
-    assert shipped.repeat_factor is None and shipped.class_weight == {}
+    assert shipped.repeat_factor is None and shipped.class_weight == {"pedestrian": 3.0}
+    before = dataclasses.replace(shipped, class_weight={})
     cfg = load_train_config(f"perception/configs/experiments/{name}.yaml")
-    assert cfg == dataclasses.replace(shipped, **fields)  # type: ignore[arg-type]
+    assert cfg == dataclasses.replace(before, **fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
