@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from perception.data import (
+    CLASS_NAMES,
     NUM_CLASSES,
     AugmentConfig,
     DatasetError,
@@ -51,12 +52,10 @@ from perception.export import (
 from perception.models.centernet import centernet_loss, make_targets
 from perception.models.stn_classifier import StnClassifierConfig, crop_boxes
 from sim.errors import DrivestackError
-from sim.messages import DetectionClass
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-CLASS_NAMES = [c.name.lower() for c in DetectionClass]  # "vehicle", ..., the datasets' names
 CONTEXT_PX = 64  # side of the stored context patch around each sign/light (classifier training)
 CONTEXT_SCALE = 2.0  # the context patch spans this many box sizes
 
@@ -172,7 +171,7 @@ class TrainConfig:
             "class_weight",
             isinstance(self.class_weight, dict)
             and all(k in CLASS_NAMES and _num(v) and v > 0 for k, v in self.class_weight.items()),
-            f"a mapping of class names {CLASS_NAMES} to numbers over 0",
+            f"a mapping of class names {list(CLASS_NAMES)} to numbers over 0",
         )
         for name in ("ignore_below_px", "giou_weight", "crop_min_side_px"):
             n(
@@ -301,6 +300,8 @@ class DetectorBatches:
         self.boxes = [b[k] for b, k in zip(data.boxes, keep, strict=True)]
         self.labels = [x[k] for x, k in zip(data.labels, keep, strict=True)]
         self.occlusion = [x[k] for x, k in zip(data.occlusion, keep, strict=True)]
+        weights = [cfg.class_weight.get(name, 1.0) for name in CLASS_NAMES]
+        self.class_weight = torch.tensor(weights) if cfg.class_weight else None
 
     def __len__(self) -> int:
         return max(1, len(self.data) // self.cfg.batch_size)
@@ -353,12 +354,9 @@ class DetectorBatches:
             ignore,
         )
         t = type(t)(*(getattr(t, f.name).to(dev) for f in dataclasses.fields(t)))
-        weight = [self.cfg.class_weight.get(name, 1.0) for name in CLASS_NAMES]
+        weight = None if self.class_weight is None else self.class_weight.to(dev)
         return centernet_loss(
-            model(images, origin),
-            t,
-            giou_weight=self.cfg.giou_weight,
-            class_weight=torch.tensor(weight, device=dev) if self.cfg.class_weight else None,
+            model(images, origin), t, giou_weight=self.cfg.giou_weight, class_weight=weight
         )
 
     def repeat_factors(self) -> Tensor:
@@ -368,8 +366,8 @@ class DetectorBatches:
         if self.cfg.repeat_factor is None:
             return torch.ones(len(self.labels))
         holds = torch.zeros(len(self.labels), NUM_CLASSES)
-        for i, lab in enumerate(self.labels):
-            holds[i, lab] = 1.0
+        for i, (lab, crowd) in enumerate(zip(self.labels, self.crowd, strict=True)):
+            holds[i, lab[~crowd]] = 1.0
         share = holds.mean(0).clamp(min=1.0 / max(1, len(self.labels)))
         per_class = (self.cfg.repeat_factor / share).sqrt().clamp(min=1.0)
         return (holds * per_class).amax(1).clamp(min=1.0)

@@ -10,14 +10,13 @@ import pytest
 import torch
 
 import perception.train
-from perception.data import DetectionSet
+from perception.data import CLASS_NAMES, DetectionSet
 from perception.models.cnn_detector import CnnDetector, CnnDetectorConfig
 from perception.models.transformer_detector import (
     TransformerDetector,
     TransformerDetectorConfig,
 )
 from perception.train import (
-    CLASS_NAMES,
     DetectorBatches,
     TrainConfig,
     WeightAverage,
@@ -401,6 +400,10 @@ def test_repeat_factors_by_hand_and_an_epoch_draws_rare_images_that_much_more_of
         assert len(idx) == 4
         drawn += torch.bincount(idx, minlength=4)
     assert drawn[2] / drawn[[0, 1, 3]].mean() == pytest.approx(2.0, rel=0.05)
+    # a crowd region is no pedestrian to draw more often, even where crowds are kept as boxes
+    data.crowd[2] = torch.tensor([False, True])
+    crowds = TrainConfig(batch_size=1, repeat_factor=1.0, ignore_crowd=True)
+    assert torch.equal(DetectorBatches(data, crowds, stride=4).repeat_factors(), torch.ones(4))
 
 
 def test_a_class_weight_scales_that_class_heatmap_loss_alone() -> None:
