@@ -104,6 +104,8 @@ class Targets:
     ignore: Tensor  # (B, C, h, w) 1 inside boxes too small or hidden to learn from
     box: Tensor  # (B, 4, h, w) x0, y0, x1, y1 in cells of the object each cell learns to box
     box_weight: Tensor  # (B, h, w) that cell's share of its object (sums to 1 per object)
+    label: Tensor  # (B, M) class index of each box (0 for padding)
+    box_label: Tensor  # (B, h, w) class index of the object each cell learns to box
 
 
 def make_targets(
@@ -131,6 +133,8 @@ def make_targets(
     ign = torch.zeros(b, num_classes, h, w)
     box_t = torch.zeros(b, 4, h, w)
     box_w = torch.zeros(b, h, w)
+    label = torch.zeros(b, m, dtype=torch.long)
+    box_l = torch.zeros(b, h, w, dtype=torch.long)
     ys = torch.arange(h, dtype=torch.float32)[:, None]
     xs = torch.arange(w, dtype=torch.float32)[None, :]
     for i, (bx, cl) in enumerate(zip(boxes, classes, strict=True)):
@@ -154,12 +158,15 @@ def make_targets(
             offset[i, j] = torch.tensor([cx - ix, cy - iy])
             index[i, j] = iy * w + ix
             mask[i, j] = 1.0
+            label[i, j] = c
             region = g > BOX_REGION
             region[iy, ix] = True
             box_t[i, :, region] = torch.tensor([x0, y0, x1, y1])[:, None]
             box_w[i, region] = g[region] / g[region].sum()
+            box_l[i, region] = c
     # A larger object loses the cells a smaller one takes: it then counts a little less than once.
-    return Targets(heat, size, offset, index, mask, ign * (heat < 1.0).float(), box_t, box_w)
+    ign = ign * (heat < 1.0).float()
+    return Targets(heat, size, offset, index, mask, ign, box_t, box_w, label, box_l)
 
 
 # -------------------------------------------------------------------------------------- loss
@@ -243,12 +250,19 @@ def centernet_loss(
     offset_weight: float = 1.0,
     giou_weight: float = 0.0,
     class_weight: Tensor | None = None,
+    box_class_weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Named loss terms and their weighted sum ``total``; ``class_weight`` ``(C,)`` weighs each
-    class's heatmap (:func:`focal_loss`)."""
+    class's heatmap (:func:`focal_loss`), ``box_class_weight`` ``(C,)`` each class's boxes (its
+    objects' size, offset and GIoU terms). Both keep the normaliser, the number of objects, so a
+    class weighed more takes a larger share of its terms."""
     hm = focal_loss(pred["heatmap"], t.heatmap, t.ignore, class_weight=class_weight)
     n = t.mask.sum().clamp(min=1.0)
     m = t.mask[..., None]
+    box_weight = t.box_weight
+    if box_class_weight is not None:
+        m = m * box_class_weight[t.label][..., None]
+        box_weight = box_weight * box_class_weight[t.box_label]
     size = (F.l1_loss(_gather(pred["size"], t.index), t.size, reduction="none") * m).sum() / n
     off = (F.l1_loss(_gather(pred["offset"], t.index), t.offset, reduction="none") * m).sum() / n
     total = hm + size_weight * size + offset_weight * off
@@ -256,7 +270,7 @@ def centernet_loss(
     if giou_weight > 0:
         cells = t.box_weight > 0
         g = giou(dense_boxes(pred)[cells], t.box.permute(0, 2, 3, 1)[cells])
-        out["giou"] = ((1.0 - g) * t.box_weight[cells]).sum() / n
+        out["giou"] = ((1.0 - g) * box_weight[cells]).sum() / n
         total = total + giou_weight * out["giou"]
     return {"total": total, **out}
 
