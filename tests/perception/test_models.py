@@ -137,6 +137,16 @@ def test_the_320_experiment_configs_differ_from_the_shipped_one_as_they_say() ->
         assert dataclasses.replace(cfg, model_config=mc, val_images=val, class_weight=cw) == shipped
 
 
+def test_the_box_weight_experiment_is_the_shipped_cnn_with_its_field() -> None:
+    """cnn_peds3_box3.yaml is cnn.yaml with the pedestrians' box losses weighed as their
+    heatmap (docs/perception.md, "The pedestrians' boxes weighed too")."""
+    from perception.train import load_train_config
+
+    shipped = load_train_config("cnn")
+    cfg = load_train_config("perception/configs/experiments/cnn_peds3_box3.yaml")
+    assert cfg == dataclasses.replace(shipped, box_class_weight={"pedestrian": 3.0})
+
+
 @pytest.mark.parametrize(
     ("name", "fields"),
     [

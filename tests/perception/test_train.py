@@ -270,6 +270,12 @@ def test_more_whole_frame_epochs_than_epochs_is_one_clear_error() -> None:
             "a mapping of class names ['vehicle', 'pedestrian', 'traffic_light', "
             "'speed_limit_sign', 'stop_sign', 'yield_sign'] to numbers over 0",
         ),
+        (
+            "box_class_weight",
+            {"pedestrian": -1.0},
+            "a mapping of class names ['vehicle', 'pedestrian', 'traffic_light', "
+            "'speed_limit_sign', 'stop_sign', 'yield_sign'] to numbers over 0",
+        ),
     ],
 )
 def test_a_setting_no_run_can_use_is_refused_by_name(
@@ -427,3 +433,25 @@ def test_a_class_weight_scales_that_class_heatmap_loss_alone() -> None:
     assert ped > 0 and torch.allclose(more["heatmap"], base["heatmap"] + 2 * ped, rtol=1e-5)
     for term in ("size", "offset", "giou"):
         assert torch.equal(more[term], base[term])
+
+
+def test_a_box_class_weight_scales_that_class_box_losses_alone() -> None:
+    torch.manual_seed(0)
+    model = CnnDetector(CnnDetectorConfig()).eval()
+    data = _set(2, (240, 320))  # a vehicle and a pedestrian in each image
+    idx, cpu = torch.tensor([0, 1]), torch.device("cpu")
+
+    def loss(weight: dict[str, float]) -> dict[str, torch.Tensor]:
+        cfg = TrainConfig(batch_size=2, box_class_weight=weight)
+        with torch.no_grad():
+            return DetectorBatches(data, cfg, stride=4).loss(model, idx, None, cpu)
+
+    base, same = loss({}), loss(dict.fromkeys(CLASS_NAMES, 1.0))
+    more, less = loss({"pedestrian": 3.0}), loss({"pedestrian": 1e-9})
+    for term in ("heatmap", "size", "offset", "giou"):
+        assert torch.allclose(same[term], base[term])
+        # each box term = the vehicles' part + the pedestrians' part, the latter weighed 3 and ~0
+        ped = base[term] - less[term]
+        assert ped > 0 or term == "heatmap"
+        assert torch.allclose(more[term], base[term] + 2 * ped, rtol=1e-5)
+    assert torch.equal(more["heatmap"], base["heatmap"])
