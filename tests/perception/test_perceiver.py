@@ -543,6 +543,32 @@ def test_a_part_of_a_light_box_is_dropped() -> None:
     assert head_parts(boxes, groups, scores, [False] * 5, 0.6, 0.35) == set()
 
 
+def test_a_sign_boxed_again_as_a_light_is_dropped() -> None:
+    from perception.perceiver import sign_twins
+
+    # the stop sign the ego stood at on town_loop seed 0 (158.8 s), boxed as a stop sign and as
+    # a light; a head elsewhere; a light box over half of the sign's
+    boxes = np.array(
+        [
+            [286.0, 50.0, 313.0, 81.0],  # the stop sign
+            [287.0, 51.0, 312.0, 81.0],  # the same, boxed as a light
+            [200.0, 50.0, 206.0, 68.0],  # a head
+            [286.0, 50.0, 300.0, 81.0],  # a light box on half the sign's
+        ]
+    )
+    groups = ["sign", "light", "light", "light"]
+    scores = [0.67, 0.37, 0.5, 0.5]
+    none = [False] * 4  # the classifier finds a head in no crop
+    assert sign_twins(boxes, groups, scores, none, 0.6, 0.35) == {1}
+    # a crop that shows a head is a head, whatever sign box lies on it
+    assert sign_twins(boxes, groups, scores, [False, True, False, False], 0.6, 0.35) == set()
+    # ... and a sign box is the light box's twin only if it is a sign the perceiver acts on
+    # (scoring 0.35 or more) whose crop shows no head
+    assert sign_twins(boxes, groups, [0.3, 0.37, 0.5, 0.5], none, 0.6, 0.35) == set()
+    assert sign_twins(boxes, groups, scores, [True, False, False, False], 0.6, 0.35) == set()
+    assert sign_twins(boxes, ["vehicle", *groups[1:]], scores, none, 0.6, 0.35) == set()
+
+
 def test_the_line_in_view_only_moves_back_until_the_light_turns_green() -> None:
     p = _perceiver()
     route = _route(30.0)
