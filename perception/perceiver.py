@@ -219,9 +219,9 @@ class PerceiverSettings:
     # box on a sign box, neither crop showing a head, is the sign boxed again (sign_twins).
     light_part_overlap: float = 0.6  # share of the smaller box's area inside the bigger one
     # (for a sign's twin, of the larger box's area)
-    head_part_min_score: float = 0.35  # ... and a sign's part of a head scoring this or more
-    # (a light box the twin of a sign scoring this or more)
-    # (the operating threshold; kept apart from it for the evaluation's list ranked to 0.01)
+    head_part_min_score: float = 0.35  # ... and a sign's part of a head scoring this or more,
+    # a light box the twin of a sign scoring so (the operating threshold; kept apart from it
+    # for the evaluation's list ranked to 0.01)
     # Stop where the camera still sees the light: a head beside the stop line leaves a 90°
     # image before the ego reaches the line, and a light that cannot be seen turning green
     # cannot be waited for. A non-green light's stop line is moved back to where the head's
