@@ -1105,20 +1105,15 @@ def sign_twins(
     held the ego at the sign for 3.5 s more (town_loop seed 0, traced 2026-12-07). The mirror
     of ``head_parts``' rule for signs: a light box whose crop shows a head is never dropped, so
     a red head is read whatever else the detector boxes at its place."""
-    parts = set()
-    for i, g in enumerate(groups):
-        if g != "light" or heads[i]:
-            continue
-        for j, h in enumerate(groups):
-            if h != "sign" or heads[j] or scores[j] < sure:
-                continue
-            iw = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
-            ih = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
-            larger = max((boxes[k, 2] - boxes[k, 0]) * (boxes[k, 3] - boxes[k, 1]) for k in (i, j))
-            if iw > 0 and ih > 0 and iw * ih >= overlap * larger:
-                parts.add(i)
-                break
-    return parts
+    lights = [i for i, g in enumerate(groups) if g == "light" and not heads[i]]
+    signs = [j for j, g in enumerate(groups) if g == "sign" and not heads[j] and scores[j] >= sure]
+    if not lights or not signs:
+        return set()
+    # each a part of the other (no rise asked): both share ``overlap`` of their area, so the
+    # intersection is that share of the larger
+    a, b = boxes[lights], boxes[signs]
+    twin = part_of(a, b, overlap, -math.inf) & part_of(b, a, overlap, -math.inf).T
+    return {lights[k] for k in np.flatnonzero(twin.any(axis=1))}
 
 
 def part_of(parts: ArrayLike, wholes: ArrayLike, overlap: float, rise: float) -> NDArray[np.bool_]:
