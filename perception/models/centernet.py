@@ -37,14 +37,17 @@ MIN_SIGMA_CELLS = 0.5
 BOX_REGION = 0.1  # cells where an object's Gaussian is above this learn to box it (GIoU)
 
 
-def check_space_to_depth(cfg: object, s2d: int, stride: int) -> None:
+def check_space_to_depth(cfg: object, s2d: int, stride: int, base: int = 4) -> None:
     """A detector config ``cfg``'s ``space_to_depth`` (an integer from 1) and the heads'
-    ``stride`` it implies (4 × it): one message for the CNN's and the Transformer's."""
+    ``stride`` it implies (``base``, the neck's own stride, × it): one message for the CNN's and
+    the Transformer's."""
     kind = type(cfg).__name__
     if isinstance(s2d, bool) or not isinstance(s2d, int) or s2d < 1:
         raise DrivestackError(f"{kind}.space_to_depth {s2d!r}; allowed: 1, 2, ...")
-    if stride != 4 * s2d:
-        raise DrivestackError(f"{kind}.stride {stride}; it is 4 × space_to_depth ({4 * s2d})")
+    if stride != base * s2d:
+        raise DrivestackError(
+            f"{kind}.stride {stride}; it is {base} × space_to_depth ({base * s2d})"
+        )
 
 
 class ConvBNReLU(nn.Sequential):

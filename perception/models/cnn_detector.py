@@ -18,6 +18,16 @@ milliseconds on one CPU core.
 With ``space_to_depth = 2`` (perception/configs/experiments/cnn640.yaml) a 640×480 frame's 2×2
 pixel blocks are stacked as 12 channels before the stem (YOLOv5's Focus): the same network on
 the same 320×240 grid, with every pixel of the larger frame under it, its heads at stride 8.
+
+With ``fine`` the neck goes one level further down, onto the stem's stride-2 map, and the heads
+read there (``stride`` 2)::
+
+    neck    up ×2 + lateral    (B,  8, 120, 160)  ◀── stem
+    heads                      heatmap (B, C, 120, 160), size, offset
+
+A pedestrian 30 m away is 3-4 px wide at 320×240: under one stride-4 cell, and most of those
+the stride-4 heads never box (docs/perception.md, "Heads at stride 2"). The stride-2 level is
+the stem's width, so it costs little: the head's 3×3 layer reads 8 channels, not 16-24.
 """
 
 from __future__ import annotations
@@ -44,13 +54,14 @@ class CnnDetectorConfig:
     blocks: tuple[int, int, int] = (0, 1, 2)  # residual blocks per stage (none at stride 4:
     # it is the costliest resolution; depth goes where the maps are small)
     head: int = 24  # channels of the shared head layer
-    stride: int = 4  # output stride of the heads: 4 (the neck's) times space_to_depth
+    stride: int = 4  # output stride of the heads: 4 (the neck's; 2 with fine) × space_to_depth
     space_to_depth: int = 1  # the frame's s×s pixel blocks stacked as channels before the stem
     # (YOLOv5's Focus): at 2 a 640×480 frame runs on the 320×240 frame's grid with every pixel
     # under it, in 1.9 times its time (docs/perception.md, "The CNN on 640×480 frames")
+    fine: bool = False  # the neck's last level on the stem's stride-2 map, the heads there
 
     def __post_init__(self) -> None:
-        check_space_to_depth(self, self.space_to_depth, self.stride)
+        check_space_to_depth(self, self.space_to_depth, self.stride, 2 if self.fine else 4)
 
 
 def _stage(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
@@ -60,7 +71,8 @@ def _stage(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
 
 
 class CnnDetector(nn.Module):
-    """``forward(images (B, 3, H, W) in [0, 1]) -> {heatmap, size, offset}`` at stride 4."""
+    """``forward(images (B, 3, H, W) in [0, 1]) -> {heatmap, size, offset}`` at stride 4
+    (2 with ``fine``)."""
 
     def __init__(self, cfg: CnnDetectorConfig = CnnDetectorConfig()) -> None:
         super().__init__()
@@ -74,7 +86,10 @@ class CnnDetector(nn.Module):
         self.fuse8 = ConvBNReLU(w8, w8)
         self.lat4 = nn.Conv2d(w8, w4, 1)
         self.fuse4 = ConvBNReLU(w4, w4)
-        self.head = CenterHead(w4, cfg.head, cfg.num_classes)
+        if cfg.fine:
+            self.lat2 = nn.Conv2d(w4, cfg.stem, 1)
+            self.fuse2 = ConvBNReLU(cfg.stem, cfg.stem)
+        self.head = CenterHead(cfg.stem if cfg.fine else w4, cfg.head, cfg.num_classes)
 
     def forward(self, images: Tensor, origin: tuple[int, int] = (0, 0)) -> dict[str, Tensor]:
         """:param origin: where a training crop sits in the full frame (px); convolutions do
@@ -82,11 +97,15 @@ class CnnDetector(nn.Module):
         x = (images - 0.5) / 0.25  # roughly zero-mean, unit-variance pixels
         if self.cfg.space_to_depth > 1:
             x = F.pixel_unshuffle(x, self.cfg.space_to_depth)
-        f4 = self.s4(self.stem(x))  # (B, w4, H/4, W/4)
+        f2 = self.stem(x)  # (B, stem, H/2, W/2)
+        f4 = self.s4(f2)  # (B, w4, H/4, W/4)
         f8 = self.s8(f4)  # (B, w8, H/8, W/8)
         f16 = self.s16(f8)  # (B, w16, H/16, W/16)
         up8 = F.interpolate(self.lat8(f16), size=f8.shape[-2:], mode="nearest")
         n8 = self.fuse8(f8 + up8)
         up4 = F.interpolate(self.lat4(n8), size=f4.shape[-2:], mode="nearest")
         n4 = self.fuse4(f4 + up4)
-        return self.head(n4)
+        if not self.cfg.fine:
+            return self.head(n4)
+        up2 = F.interpolate(self.lat2(n4), size=f2.shape[-2:], mode="nearest")
+        return self.head(self.fuse2(f2 + up2))

@@ -70,6 +70,23 @@ def test_a_space_to_depth_stem_stacks_each_pixel_block_as_channels() -> None:
         CnnDetectorConfig(space_to_depth=0)
 
 
+def test_fine_heads_read_the_stems_map_at_stride_2() -> None:
+    """With ``fine`` the neck's last level is the stem's stride-2 map: twice the cells a side,
+    and a change of a pixel reaches the heads through the stem's features without the stride-4
+    levels (the lateral path only adds to it); the config's stride must say 2."""
+    cfg = CnnDetectorConfig(input_hw=(96, 128), stride=2, fine=True)
+    model = CnnDetector(cfg).eval()
+    out = model(torch.rand(2, 3, 96, 128))
+    assert out["heatmap"].shape == (2, 6, 48, 64)
+    assert out["size"].shape == out["offset"].shape == (2, 2, 48, 64)
+    assert model.head.shared[0].in_channels == cfg.stem
+    with pytest.raises(
+        DrivestackError, match=r"^CnnDetectorConfig.stride 4; it is 2 × space_to_depth \(2\)"
+    ):
+        CnnDetectorConfig(fine=True)
+    assert CnnDetectorConfig(input_hw=(480, 640), stride=4, space_to_depth=2, fine=True).stride == 4
+
+
 def test_a_stride_8_stage_keeps_the_tokens_and_feeds_the_way_back() -> None:
     """With ``s8`` the patches are cut from a stride-8 map, half as many cells a side: the same
     300 tokens of 16 px for a 320×240 frame; the tokens go back through that level, so the
@@ -145,6 +162,17 @@ def test_the_box_weight_experiment_is_the_shipped_cnn_with_its_field() -> None:
     shipped = load_train_config("cnn")
     cfg = load_train_config("perception/configs/experiments/cnn_peds3_box3.yaml")
     assert cfg == dataclasses.replace(shipped, box_class_weight={"pedestrian": 3.0})
+
+
+def test_the_fine_heads_experiment_is_the_shipped_cnn_with_its_fields() -> None:
+    """cnn_fine.yaml is cnn.yaml with the heads at stride 2 (docs/perception.md, "Heads at
+    stride 2")."""
+    from perception.train import load_train_config
+
+    shipped = load_train_config("cnn")
+    cfg = load_train_config("perception/configs/experiments/cnn_fine.yaml")
+    mc = {**shipped.model_config, "fine": True, "stride": 2}
+    assert cfg == dataclasses.replace(shipped, model_config=mc)
 
 
 @pytest.mark.parametrize(
