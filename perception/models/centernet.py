@@ -74,24 +74,32 @@ class ResBlock(nn.Module):
 
 
 class CenterHead(nn.Module):
-    """A shared 3×3 layer and three 1×1 outputs: heatmap, size, offset."""
+    """A shared 3×3 layer and three 1×1 outputs: heatmap, size, offset.
 
-    def __init__(self, c_in: int, c_head: int, num_classes: int) -> None:
+    With ``upscale`` u > 1 each cell predicts the u×u cells it holds at u times the resolution
+    (sub-pixel convolution, Shi et al. 2016): the outputs have u² times the channels, and
+    ``pixel_shuffle`` lays them out as maps u times finer than ``feat``."""
+
+    def __init__(self, c_in: int, c_head: int, num_classes: int, upscale: int = 1) -> None:
         super().__init__()
-
+        self.upscale = upscale
+        u2 = upscale * upscale
         # One shared 3×3 layer, then a 1×1 per output: separate 3×3 branches would triple the
         # cost at stride 4, the most expensive resolution of the network.
         self.shared = ConvBNReLU(c_in, c_head)
-        self.heatmap = nn.Conv2d(c_head, num_classes, 1)
-        self.size = nn.Conv2d(c_head, 2, 1)
-        self.offset = nn.Conv2d(c_head, 2, 1)
+        self.heatmap = nn.Conv2d(c_head, num_classes * u2, 1)
+        self.size = nn.Conv2d(c_head, 2 * u2, 1)
+        self.offset = nn.Conv2d(c_head, 2 * u2, 1)
         # Start with every cell at p = 0.01 so the focal loss does not explode at step 0.
         assert self.heatmap.bias is not None
         nn.init.constant_(self.heatmap.bias, -math.log((1 - 0.01) / 0.01))
 
     def forward(self, feat: Tensor) -> dict[str, Tensor]:
         h = self.shared(feat)
-        return {"heatmap": self.heatmap(h), "size": self.size(h), "offset": self.offset(h)}
+        out = {"heatmap": self.heatmap(h), "size": self.size(h), "offset": self.offset(h)}
+        if self.upscale > 1:
+            out = {k: F.pixel_shuffle(v, self.upscale) for k, v in out.items()}
+        return out
 
 
 # ----------------------------------------------------------------------------------- targets

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -43,6 +44,7 @@ from perception.models.centernet import (
     ResBlock,
     check_space_to_depth,
 )
+from sim.errors import DrivestackError
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,14 @@ class CnnDetectorConfig:
     # (YOLOv5's Focus): at 2 a 640×480 frame runs on the 320×240 frame's grid with every pixel
     # under it, in 1.9 times its time (docs/perception.md, "The CNN on 640×480 frames")
     fine: bool = False  # the neck's last level on the stem's stride-2 map, the heads there
+    subpixel: bool = False  # with fine: the stride-2 maps predicted from stride 4, each cell its
+    # 2×2 sub-cells (CenterHead's upscale), the stem's map stacked in as channels: the stem's
+    # pixels reach the heads at a fraction of a stride-2 head's cost
 
     def __post_init__(self) -> None:
         check_space_to_depth(self, self.space_to_depth, self.stride, 2 if self.fine else 4)
+        if self.subpixel and not self.fine:
+            raise DrivestackError("CnnDetectorConfig.subpixel needs fine: the heads at stride 2")
 
 
 def _stage(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
@@ -86,10 +93,15 @@ class CnnDetector(nn.Module):
         self.fuse8 = ConvBNReLU(w8, w8)
         self.lat4 = nn.Conv2d(w8, w4, 1)
         self.fuse4 = ConvBNReLU(w4, w4)
-        if cfg.fine:
+        if cfg.subpixel:  # the stem's 2×2 cells as channels beside the neck's, mixed 1×1
+            self.mix4 = ConvBNReLU(w4 + 4 * cfg.stem, w4, k=1)
+            self.head = CenterHead(w4, cfg.head, cfg.num_classes, upscale=2)
+        elif cfg.fine:
             self.lat2 = nn.Conv2d(w4, cfg.stem, 1)
             self.fuse2 = ConvBNReLU(cfg.stem, cfg.stem)
-        self.head = CenterHead(cfg.stem if cfg.fine else w4, cfg.head, cfg.num_classes)
+            self.head = CenterHead(cfg.stem, cfg.head, cfg.num_classes)
+        else:
+            self.head = CenterHead(w4, cfg.head, cfg.num_classes)
 
     def forward(self, images: Tensor, origin: tuple[int, int] = (0, 0)) -> dict[str, Tensor]:
         """:param origin: where a training crop sits in the full frame (px); convolutions do
@@ -105,6 +117,8 @@ class CnnDetector(nn.Module):
         n8 = self.fuse8(f8 + up8)
         up4 = F.interpolate(self.lat4(n8), size=f4.shape[-2:], mode="nearest")
         n4 = self.fuse4(f4 + up4)
+        if self.cfg.subpixel:
+            return self.head(self.mix4(torch.cat([n4, F.pixel_unshuffle(f2, 2)], 1)))
         if not self.cfg.fine:
             return self.head(n4)
         up2 = F.interpolate(self.lat2(n4), size=f2.shape[-2:], mode="nearest")

@@ -85,6 +85,27 @@ def test_fine_heads_read_the_stems_map_at_stride_2() -> None:
     ):
         CnnDetectorConfig(fine=True)
     assert CnnDetectorConfig(input_hw=(480, 640), stride=4, space_to_depth=2, fine=True).stride == 4
+    with pytest.raises(DrivestackError, match=r"^CnnDetectorConfig.subpixel needs fine"):
+        CnnDetectorConfig(subpixel=True)
+
+
+def test_subpixel_heads_lay_each_cells_four_predictions_out_at_stride_2() -> None:
+    """With ``subpixel`` the heads read at stride 4 and each cell predicts its 2×2 cells of
+    the stride-2 maps: output channel 4c + 2dy + dx of a cell (y, x) is map c at (2y + dy,
+    2x + dx); the stem's map reaches them stacked as channels."""
+    cfg = CnnDetectorConfig(input_hw=(96, 128), stride=2, fine=True, subpixel=True)
+    model = CnnDetector(cfg).eval()
+    raw: list[torch.Tensor] = []
+    model.head.heatmap.register_forward_hook(lambda m, args, out: raw.append(out))
+    out = model(torch.rand(2, 3, 96, 128))
+    assert out["heatmap"].shape == (2, 6, 48, 64)
+    assert out["size"].shape == out["offset"].shape == (2, 2, 48, 64)
+    assert raw[0].shape == (2, 24, 24, 32)
+    for c, dy, dx in [(0, 0, 0), (2, 0, 1), (5, 1, 0), (3, 1, 1)]:
+        torch.testing.assert_close(
+            out["heatmap"][:, c, dy::2, dx::2], raw[0][:, 4 * c + 2 * dy + dx]
+        )
+    assert model.mix4[0].in_channels == cfg.widths[0] + 4 * cfg.stem
 
 
 def test_a_stride_8_stage_keeps_the_tokens_and_feeds_the_way_back() -> None:
@@ -165,14 +186,16 @@ def test_the_box_weight_experiment_is_the_shipped_cnn_with_its_field() -> None:
 
 
 def test_the_fine_heads_experiment_is_the_shipped_cnn_with_its_fields() -> None:
-    """cnn_fine.yaml is cnn.yaml with the heads at stride 2 (docs/perception.md, "Heads at
-    stride 2")."""
+    """cnn_fine.yaml is cnn.yaml with the heads at stride 2, cnn_fine_subpixel.yaml with them
+    predicted from stride 4 too (docs/perception.md, "Heads at stride 2")."""
     from perception.train import load_train_config
 
     shipped = load_train_config("cnn")
     cfg = load_train_config("perception/configs/experiments/cnn_fine.yaml")
     mc = {**shipped.model_config, "fine": True, "stride": 2}
     assert cfg == dataclasses.replace(shipped, model_config=mc)
+    cfg = load_train_config("perception/configs/experiments/cnn_fine_subpixel.yaml")
+    assert cfg == dataclasses.replace(shipped, model_config={**mc, "subpixel": True})
 
 
 @pytest.mark.parametrize(
