@@ -26,8 +26,11 @@ read there (``stride`` 2)::
     heads                      heatmap (B, C, 120, 160), size, offset
 
 A pedestrian 30 m away is 3-4 px wide at 320×240: under one stride-4 cell, and most of those
-the stride-4 heads never box (docs/perception.md, "Heads at stride 2"). The stride-2 level is
-the stem's width, so it costs little: the head's 3×3 layer reads 8 channels, not 16-24.
+the stride-4 heads never box. The stride-2 level costs the network a quarter to a half more
+time; with ``subpixel`` too the heads read at stride 4, the stem's map stacked in as channels,
+and each cell predicts its 2×2 cells of the stride-2 maps, at the stride-4 network's cost. Both
+box more of those pedestrians and lose elsewhere; neither is shipped (docs/perception.md,
+"Heads at stride 2").
 """
 
 from __future__ import annotations
