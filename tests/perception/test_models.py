@@ -72,14 +72,23 @@ def test_a_space_to_depth_stem_stacks_each_pixel_block_as_channels() -> None:
 
 def test_fine_heads_read_the_stems_map_at_stride_2() -> None:
     """With ``fine`` the neck's last level is the stem's stride-2 map: twice the cells a side,
-    and a change of a pixel reaches the heads through the stem's features without the stride-4
-    levels (the lateral path only adds to it); the config's stride must say 2."""
+    the heads reading the stem's features plus what the stride-4 level adds (with that lateral
+    path zeroed, the stem's alone); the config's stride must say 2."""
     cfg = CnnDetectorConfig(input_hw=(96, 128), stride=2, fine=True)
     model = CnnDetector(cfg).eval()
-    out = model(torch.rand(2, 3, 96, 128))
+    img = torch.rand(2, 3, 96, 128)
+    out = model(img)
     assert out["heatmap"].shape == (2, 6, 48, 64)
     assert out["size"].shape == out["offset"].shape == (2, 2, 48, 64)
     assert model.head.shared[0].in_channels == cfg.stem
+    seen: list[torch.Tensor] = []
+    model.head.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        model.lat2.weight.zero_()
+        assert model.lat2.bias is not None
+        model.lat2.bias.zero_()
+        model(img)
+        torch.testing.assert_close(seen[0], model.fuse2(model.stem((img - 0.5) / 0.25)))
     with pytest.raises(
         DrivestackError, match=r"^CnnDetectorConfig.stride 4; it is 2 × space_to_depth \(2\)"
     ):
